@@ -1,0 +1,1 @@
+"""Batched click environment: datasets, episode state, oracle, metrics, rewards, TorchRL env."""

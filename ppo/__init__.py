@@ -1,0 +1,1 @@
+"""PPO learner over the batched click environment (TorchRL / tensordict parts)."""
