@@ -1,0 +1,362 @@
+"""The batched click environment, raw fast path: pure functions over an explicit state.
+
+``ClickEnv`` holds only constants (segmenter, device-resident GT and images, per-image initial
+episode data); the per-episode state is a ``TensorDict`` with ``batch_size=[B]`` passed in and
+returned, gymnax-style. Nothing here reads a tensor value on the host: resets are masked
+selects, image draws are gathers keyed by per-row counter-based RNG (``gpu_env.rng``), and the
+segmenter is called once per step for the whole batch.
+
+State keys (``B`` rows, ``K = max_clicks + 1`` click slots, ``M`` mask size, ``S`` obs size):
+
+==============  ===================  ====================================================
+``image_id``    ``[B]`` int64        index into the dataset
+``key``         ``[B]`` int64        per-episode RNG key (SplitMix64 counter)
+``points``      ``[B, K, 2]`` f32    clicks (x, y) in the segmenter's prompt frame
+``labels``      ``[B, K]`` int64     SAM2 labels: 1 fg, 0 bg, -1 unused slot
+``num_clicks``  ``[B]`` int64        valid slots (initial user click included)
+``step``        ``[B]`` int64        agent clicks so far
+``logits``      ``[B, 1, M, M]`` f32 previous low-res logits
+``mask``        ``[B, M, M]`` bool   current binary mask (``logits > 0``)
+``dice``        ``[B]`` f32          Dice of ``mask`` vs GT (low res)
+``boundary``    ``[B]`` f32          boundary metric of ``mask`` vs GT (low res)
+``heat``        ``[B, 2, S, S]`` f32 fg / bg click heatmaps
+``clicked``     ``[B, G*G]`` bool    grid cells clicked so far (initial click included)
+``episode``     ``[B]`` int64        episodes started in this row (for bookkeeping)
+==============  ===================  ====================================================
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDict
+from torch import Tensor
+
+from gpu_env import observation as O
+from gpu_env import oracle, rng
+from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, OBS, SAM_PROB, EnvConfig
+from gpu_env.datasets.base import SegDataset
+from gpu_env.metrics import dice as dice_score
+from gpu_env.reward import boundary_score, step_reward
+from sam_batch.segmenter import Segmenter, points_from_pixels
+
+
+def resize_masks(masks: Tensor, size: int) -> Tensor:
+    """Binary ``[N, H, W]`` -> ``[N, size, size]`` (area average, then >= 0.5)."""
+    if masks.shape[-1] == size and masks.shape[-2] == size:
+        return masks.bool()
+    area = F.interpolate(masks[:, None].float(), size=(size, size), mode="area")[:, 0]
+    return area >= 0.5
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """uint8 ``[N, 3, H, W]`` -> uint8 ``[N, 3, size, size]`` (area average)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="area")
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+class ClickEnv:
+    """Constants of a batched click environment and the pure reset/step/observe functions.
+
+    Args:
+      segmenter: the batched SAM2 decoder or the weight-free stand-in; its images must be the
+        dataset's images in the same order.
+      dataset: images and GT masks (moved to the segmenter's device).
+      config: episode semantics (DESIGN.md).
+      image_pool: optional subset of dataset indices that resets draw from (default: all).
+      init_chunk: batch size used to precompute the per-image initial episode.
+    """
+
+    def __init__(self, segmenter: Segmenter, dataset: SegDataset, config: EnvConfig = EnvConfig(),
+                 *, image_pool: Tensor | None = None, init_chunk: int = 256):
+        if segmenter.num_images != len(dataset):
+            raise ValueError(
+                f"segmenter holds {segmenter.num_images} images but the dataset has "
+                f"{len(dataset)}: build the segmenter (or feature cache) from this dataset."
+            )
+        if segmenter.mask_size % config.grid_size != 0:
+            raise ValueError(
+                f"grid_size={config.grid_size} must divide the segmenter's mask size "
+                f"{segmenter.mask_size}."
+            )
+        self.segmenter = segmenter
+        self.config = config
+        self.device = torch.device(segmenter.device)
+        self.num_images = len(dataset)
+        self.mask_size = M = segmenter.mask_size
+        self.input_size = segmenter.input_size
+        dev = self.device
+        self.gt = resize_masks(dataset.masks.to(dev), M)  # [N, M, M]
+        self.rgb = resize_images(dataset.images.to(dev), config.obs_size)  # [N, 3, S, S]
+        pool = torch.arange(self.num_images, device=dev) if image_pool is None else image_pool
+        self.image_pool = pool.to(dev, torch.int64)
+        self._precompute_initial(init_chunk)
+
+    # ------------------------------------------------------------------ constants
+    def _precompute_initial(self, chunk: int) -> None:
+        """The first click (oracle on GT) and its decode depend only on the image, so each is
+        computed once here; a reset is then a gather, never a decode."""
+        M, G = self.mask_size, self.config.grid_size
+        click = oracle.first_click(self.gt)
+        self.first_point = points_from_pixels(click.rows, click.cols, M, self.input_size)
+        self.first_cell = (click.rows // (M // G)) * G + click.cols // (M // G)
+        logits, dice, boundary = [], [], []
+        for lo in range(0, self.num_images, chunk):
+            ids = torch.arange(lo, min(lo + chunk, self.num_images), device=self.device)
+            out = self.segmenter.decode(
+                ids, self.first_point[ids][:, None], torch.ones_like(ids)[:, None], multimask=True
+            )
+            lg = out.logits.to(torch.float32)
+            mask = lg[:, 0] > 0
+            logits.append(lg)
+            dice.append(dice_score(mask, self.gt[ids]))
+            boundary.append(boundary_score(mask, self.gt[ids], self.config))
+        self.init_logits = torch.cat(logits)
+        self.init_dice = torch.cat(dice)
+        self.init_boundary = torch.cat(boundary)
+
+    def with_config(self, config: EnvConfig) -> "ClickEnv":
+        """A view of this env with another ``max_clicks``/``target_dice`` (sharing every
+        precomputed constant); other fields must match, since the constants depend on them."""
+        fixed = ("grid_size", "obs_size", "boundary_metric", "boundary_tolerance")
+        for name in fixed:
+            if getattr(config, name) != getattr(self.config, name):
+                raise ValueError(f"with_config cannot change {name}; build a new ClickEnv.")
+        other = copy.copy(self)
+        other.config = config
+        return other
+
+    @property
+    def num_actions(self) -> int:
+        return self.config.num_actions
+
+    # ------------------------------------------------------------------ state
+    def initial_state(self, batch_size: int, seed: int = 0) -> TensorDict:
+        """A state of ``batch_size`` freshly reset rows; row ``i``'s draws depend only on
+        ``(seed, i)`` and its own history."""
+        rows = torch.arange(batch_size, device=self.device)
+        K, S, G = self.config.max_points, self.config.obs_size, self.config.grid_size
+        M = self.mask_size
+        B = batch_size
+        state = TensorDict(
+            {
+                "image_id": torch.zeros(B, dtype=torch.int64, device=self.device),
+                "key": rng.row_keys(seed, rows),
+                "points": torch.zeros(B, K, 2, device=self.device),
+                "labels": torch.full((B, K), -1, dtype=torch.int64, device=self.device),
+                "num_clicks": torch.zeros(B, dtype=torch.int64, device=self.device),
+                "step": torch.zeros(B, dtype=torch.int64, device=self.device),
+                "logits": torch.zeros(B, 1, M, M, device=self.device),
+                "mask": torch.zeros(B, M, M, dtype=torch.bool, device=self.device),
+                "dice": torch.zeros(B, device=self.device),
+                "boundary": torch.zeros(B, device=self.device),
+                "heat": torch.zeros(B, 2, S, S, device=self.device),
+                "clicked": torch.zeros(B, G * G, dtype=torch.bool, device=self.device),
+                "episode": torch.full((B,), -1, dtype=torch.int64, device=self.device),
+            },
+            batch_size=[B],
+            device=self.device,
+        )
+        return self.reset(state, torch.ones(B, dtype=torch.bool, device=self.device))
+
+    def reset(self, state: TensorDict, rows: Tensor, image_ids: Tensor | None = None) -> TensorDict:
+        """Start new episodes in ``rows`` (``[B]`` bool); every other row is returned bitwise
+        unchanged. Images are drawn from the pool with each row's own key, or taken from
+        ``image_ids [B]`` when given (evaluation over a fixed list)."""
+        key, bits = rng.advance(state["key"])
+        if image_ids is None:
+            image_ids = self.image_pool[rng.randint_below(bits, self.image_pool.numel())]
+        image_ids = image_ids.to(self.device, torch.int64)
+        B, K = state["labels"].shape
+        S = self.config.obs_size
+        first_label = torch.ones(B, dtype=torch.int64, device=self.device)
+        slot0 = torch.arange(K, device=self.device) == 0
+        points = torch.where(slot0[None, :, None], self.first_point[image_ids][:, None], 0.0)
+        labels = torch.where(slot0[None], first_label[:, None], -1)
+        logits = self.init_logits[image_ids]
+        heat = O.add_click(
+            torch.zeros(B, 2, S, S, device=self.device), points[:, 0], first_label,
+            torch.ones(B, dtype=torch.bool, device=self.device), self.input_size,
+            self.config.heatmap_sigma,
+        )
+        clicked = F.one_hot(self.first_cell[image_ids], self.config.grid_size ** 2).bool()
+        fresh = TensorDict(
+            {
+                "image_id": image_ids,
+                "key": key,
+                "points": points,
+                "labels": labels,
+                "num_clicks": torch.ones(B, dtype=torch.int64, device=self.device),
+                "step": torch.zeros(B, dtype=torch.int64, device=self.device),
+                "logits": logits,
+                "mask": logits[:, 0] > 0,
+                "dice": self.init_dice[image_ids],
+                "boundary": self.init_boundary[image_ids],
+                "heat": heat,
+                "clicked": clicked,
+                "episode": state["episode"] + 1,
+            },
+            batch_size=state.batch_size,
+            device=self.device,
+        )
+        return fresh.where(rows, state)
+
+    # ------------------------------------------------------------------ dynamics
+    def finished(self, state: TensorDict) -> tuple[Tensor, Tensor]:
+        """``(terminated, truncated)`` of each row's episode as it stands."""
+        truncated = state["step"] >= self.config.max_clicks
+        if self.config.target_dice is None:
+            terminated = torch.zeros_like(truncated)
+        else:
+            terminated = state["dice"] >= self.config.target_dice
+        return terminated, truncated & ~terminated
+
+    def decode_action(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``action [B]`` -> ``(point [B, 2], sam_label [B], cell [B])`` (DESIGN.md coding)."""
+        G = self.config.grid_size
+        cell = torch.remainder(action, G * G)
+        label_bit = torch.div(action, G * G, rounding_mode="floor")
+        point = points_from_pixels(cell // G, cell % G, G, self.input_size)
+        return point, 1 - label_bit, cell  # action label 0 = fg -> SAM2 label 1
+
+    def step(self, state: TensorDict, action: Tensor) -> tuple[TensorDict, TensorDict]:
+        """Apply one grid click per row (``action [B]``, DESIGN.md coding). Rows whose episode
+        has already ended are left unchanged (zero reward). Returns ``(next_state, out)`` with
+        ``out`` holding ``reward``, ``terminated``, ``truncated``, ``done``, ``dice`` and
+        ``boundary`` (all ``[B]``)."""
+        return self.step_click(state, *self.decode_action(action))
+
+    def step_click(self, state: TensorDict, point: Tensor, label: Tensor, cell: Tensor
+                   ) -> tuple[TensorDict, TensorDict]:
+        """``step`` for an arbitrary click: ``point [B, 2]`` in the prompt frame, SAM2
+        ``label [B]`` (1 fg / 0 bg) and the grid ``cell [B]`` it falls in (for the clicked-cell
+        record). Used by ``step`` and by the pixel-exact oracle in evaluation."""
+        cfg = self.config
+        term0, trunc0 = self.finished(state)
+        active = ~(term0 | trunc0)
+        K = state["labels"].shape[1]
+        slot = F.one_hot(state["num_clicks"].clamp(max=K - 1), K).bool() & active[:, None]
+        points = torch.where(slot[..., None], point[:, None], state["points"])
+        labels = torch.where(slot, label[:, None], state["labels"])
+        use_prev = torch.full_like(active, cfg.use_mask_input)
+        out = self.segmenter.decode(
+            state["image_id"], points, labels, mask_input=state["logits"],
+            has_mask_input=use_prev, multimask=False,
+        )
+        logits = torch.where(active[:, None, None, None], out.logits.to(torch.float32),
+                             state["logits"])
+        mask = logits[:, 0] > 0
+        gt = self.gt[state["image_id"]]
+        dice = dice_score(mask, gt)
+        boundary = boundary_score(mask, gt, cfg)
+        reward = step_reward(dice, state["dice"], boundary, state["boundary"], cfg.boundary_weight)
+        reward = torch.where(active, reward, 0.0)
+        heat = O.add_click(state["heat"], point, label, active, self.input_size, cfg.heatmap_sigma)
+        clicked = state["clicked"] | (F.one_hot(cell, cfg.grid_size ** 2).bool() & active[:, None])
+        nxt = state.clone(recurse=False)
+        nxt.update(
+            {
+                "points": points,
+                "labels": labels,
+                "num_clicks": state["num_clicks"] + active.long(),
+                "step": state["step"] + active.long(),
+                "logits": logits,
+                "mask": mask,
+                "dice": torch.where(active, dice, state["dice"]),
+                "boundary": torch.where(active, boundary, state["boundary"]),
+                "heat": heat,
+                "clicked": clicked,
+            }
+        )
+        terminated, truncated = self.finished(nxt)
+        info = TensorDict(
+            {
+                "reward": reward,
+                "terminated": terminated,
+                "truncated": truncated,
+                "done": terminated | truncated,
+                "dice": nxt["dice"],
+                "boundary": nxt["boundary"],
+            },
+            batch_size=state.batch_size,
+            device=self.device,
+        )
+        return nxt, info
+
+    def step_autoreset(self, state: TensorDict, action: Tensor) -> tuple[TensorDict, TensorDict, TensorDict]:
+        """Step, observe the result (the final observation of rows that just finished, kept
+        for bootstrapping), then reset finished rows. Returns ``(state, out, final_obs)``."""
+        nxt, out = self.step(state, action)
+        final_obs = self.observe(nxt)
+        return self.reset(nxt, out["done"]), out, final_obs
+
+    # ------------------------------------------------------------------ observation
+    def action_mask(self, state: TensorDict) -> Tensor:
+        """``[B, 2*G*G]`` bool, True = allowed. No click on an already-clicked cell; in
+        simulated-user mode fg only on cells with false negatives and bg only on cells with
+        false positives (rows with no such cell fall back to every unclicked cell)."""
+        G = self.config.grid_size
+        free = ~state["clicked"]
+        allowed = torch.cat((free, free), dim=1)
+        if self.config.mode != "simulated_user":
+            return allowed
+        gt = self.gt[state["image_id"]]
+        err = torch.stack((gt & ~state["mask"], ~gt & state["mask"]), dim=1).float()
+        cells = F.adaptive_max_pool2d(err, G).flatten(2).bool()  # [B, 2, G*G]
+        consistent = cells.flatten(1) & allowed
+        any_ok = consistent.any(dim=1, keepdim=True)
+        return torch.where(any_ok, consistent, allowed)
+
+    def observe(self, state: TensorDict) -> TensorDict:
+        """The observation TensorDict: ``observation [B, 6, S, S]`` plus the optional keys
+        enabled in the config (see ``gpu_env.config``)."""
+        cfg = self.config
+        S = cfg.obs_size
+        ids = state["image_id"]
+        obs = {OBS: O.six_channels(self.rgb[ids], state["mask"], state["heat"])}
+        if cfg.obs_sam_prob:
+            obs[SAM_PROB] = O.resize_prob(state["logits"], S)
+        if cfg.obs_image_embedding:
+            emb = self.segmenter.image_embedding(ids)
+            if emb is None:
+                raise ValueError(
+                    "obs_image_embedding=True needs a segmenter with cached SAM2 image "
+                    "embeddings; the weight-free segmenter has none. Turn the option off."
+                )
+            obs[IMAGE_EMBEDDING] = emb
+        if cfg.mode == "simulated_user":
+            gt = self.gt[ids]
+            fn = O.resize_mask(gt & ~state["mask"], S)
+            fp = O.resize_mask(~gt & state["mask"], S)
+            obs[GT_ERROR] = torch.stack((fn, fp), dim=1)
+        if cfg.action_mask:
+            obs[ACTION_MASK] = self.action_mask(state)
+        return TensorDict(obs, batch_size=state.batch_size, device=self.device)
+
+    # ------------------------------------------------------------------ validation
+    def validate_action(self, action: Tensor, batch_size: int) -> Tensor:
+        """Check an action tensor at an API boundary (host reads allowed here)."""
+        if not isinstance(action, Tensor):
+            raise TypeError(f"action must be a torch.Tensor of int64, got {type(action).__name__}")
+        if action.is_floating_point() or action.is_complex() or action.dtype == torch.bool:
+            raise TypeError(
+                f"action must be an integer tensor (int64 indices in [0, {self.num_actions})), "
+                f"got dtype {action.dtype}; pass action.long() of a categorical sample."
+            )
+        if tuple(action.shape) != (batch_size,):
+            raise ValueError(
+                f"action must have shape ({batch_size},) (one action per episode), got "
+                f"{tuple(action.shape)}."
+            )
+        bad = (action < 0) | (action >= self.num_actions)
+        if bool(bad.any()):
+            first = int(action[bad][0])
+            raise ValueError(
+                f"action {first} is out of range: expected 0 <= a < {self.num_actions} "
+                f"(label * {self.config.grid_size ** 2} + row * {self.config.grid_size} + col)."
+            )
+        return action.to(self.device, torch.int64)

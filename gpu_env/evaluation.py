@@ -1,0 +1,222 @@
+"""Evaluation: Dice-after-k-clicks curves, NoC, and the results table (text, CSV, JSON, plot).
+
+Episodes run over a fixed list of held-out images in order. Click 0 is the initial user click
+(the oracle's first click); clicks 1.. are the policy's. Metrics per click:
+
+* ``dice``/``iou``/``boundary`` at the working (low-res) resolution, as in the reward;
+* ``dice_orig``/``iou_orig`` at each image's original resolution: low-res logits upsampled
+  bilinearly (``align_corners=False``) to the original size and thresholded at 0, as
+  ``SAM2ImagePredictor`` produces masks, against the original GT.
+
+NoC@t (RITM): the number of clicks, the initial one included, until IoU (original resolution)
+reaches t; an episode that never reaches it within ``max_clicks`` counts ``max_clicks``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from gpu_env import metrics
+from gpu_env.datasets.base import SegDataset
+from gpu_env.env import ClickEnv
+from gpu_env.policies import Clicker
+
+NOC_THRESHOLDS = (0.85, 0.90)
+
+
+@dataclass
+class Curves:
+    """Per-image metric curves ``[num_images, num_clicks]`` (column k = after click k)."""
+
+    name: str
+    dice: np.ndarray
+    iou: np.ndarray
+    boundary: np.ndarray
+    dice_orig: np.ndarray
+    iou_orig: np.ndarray
+    episodes: list[dict] = field(default_factory=list)
+    """Recorded episodes for rendering: image id, clicks, low-res masks per click."""
+
+    def noc(self, threshold: float) -> np.ndarray:
+        """Per-image NoC at ``threshold`` (original-resolution IoU)."""
+        hit = self.iou_orig >= threshold
+        first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, self.iou_orig.shape[1])
+        return first.astype(np.float64)
+
+    def summary(self, table_clicks: int = 5) -> dict:
+        """Means and standard deviations per click, NoC, boundary at ``table_clicks``."""
+        k = min(table_clicks, self.dice.shape[1] - 1)
+        out: dict = {"name": self.name, "num_images": int(self.dice.shape[0]), "clicks": k}
+        for key in ("dice", "dice_orig", "boundary", "iou"):
+            arr = getattr(self, key)[:, : k + 1]
+            out[f"{key}_mean"] = arr.mean(axis=0).tolist()
+            out[f"{key}_std"] = arr.std(axis=0).tolist()
+        for t in NOC_THRESHOLDS:
+            noc = self.noc(t)
+            tag = f"noc{int(round(t * 100))}"
+            out[f"{tag}_mean"] = float(noc.mean())
+            out[f"{tag}_std"] = float(noc.std())
+            out[f"{tag}_failures"] = int((self.iou_orig.max(axis=1) < t).sum())
+        out["max_clicks"] = int(self.dice.shape[1])
+        return out
+
+
+def _orig_metrics(logits: Tensor, gts: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Dice and IoU of low-res ``logits [B,1,M,M]`` upsampled to each original GT's size."""
+    dice, iou = [], []
+    for lg, gt in zip(logits, gts):
+        up = F.interpolate(lg[None].float(), size=tuple(gt.shape), mode="bilinear",
+                           align_corners=False)[0, 0] > 0
+        dice.append(metrics.dice(up[None], gt[None]))
+        iou.append(metrics.iou(up[None], gt[None]))
+    return torch.cat(dice), torch.cat(iou)
+
+
+def evaluate_clicker(env: ClickEnv, dataset: SegDataset, clicker: Clicker | None, image_ids: Tensor,
+                     *, num_clicks: int = 20, batch_size: int = 64, record: int = 0,
+                     progress: bool = True, name: str | None = None) -> Curves:
+    """Run ``clicker`` (``None`` = no further clicks) on ``image_ids`` for ``num_clicks`` clicks
+    in total (the initial user click included) and return the metric curves.
+
+    ``env`` is re-used with ``max_clicks = num_clicks - 1`` (same constants, no target Dice)."""
+    from dataclasses import replace
+
+    if num_clicks < 1:
+        raise ValueError(f"num_clicks must be >= 1 (the initial click counts), got {num_clicks}")
+    env = env.with_config(replace(env.config, max_clicks=max(num_clicks - 1, 1), target_dice=None))
+    name = name or (clicker.name if clicker is not None else "no further clicks")
+    ids_all = image_ids.to(env.device, torch.int64)
+    n = ids_all.numel()
+    cols = {k: np.zeros((n, num_clicks), np.float32) for k in
+            ("dice", "iou", "boundary", "dice_orig", "iou_orig")}
+    episodes: list[dict] = []
+    bar = tqdm(total=n, desc=f"eval {name}", disable=not progress, leave=False)
+    for lo in range(0, n, batch_size):
+        ids = ids_all[lo: lo + batch_size]
+        b = ids.numel()
+        state = env.initial_state(b)
+        state = env.reset(state, torch.ones(b, dtype=torch.bool, device=env.device), image_ids=ids)
+        gts = [torch.from_numpy(dataset.load_original(int(i))[1]).to(env.device) for i in ids]
+        n_rec = max(0, record - len(episodes))
+        rec = [dict(image_id=int(i), points=[], labels=[], masks=[], dice=[]) for i in ids[:n_rec]]
+        for k in range(num_clicks):
+            if k > 0 and clicker is not None:
+                obs = env.observe(state)
+                state, _ = env.step_click(state, *clicker(env, state, obs))
+            gt = env.gt[state["image_id"]]
+            d_o, i_o = _orig_metrics(state["logits"], gts)
+            row = {"dice": state["dice"], "iou": metrics.iou(state["mask"], gt),
+                   "boundary": state["boundary"], "dice_orig": d_o, "iou_orig": i_o}
+            for key, val in row.items():
+                cols[key][lo: lo + b, k] = val.detach().float().cpu().numpy()
+            for j, r in enumerate(rec):
+                r["masks"].append(state["mask"][j].cpu().numpy())
+                r["dice"].append(float(state["dice"][j]))
+                nc = int(state["num_clicks"][j])
+                r["points"] = state["points"][j, :nc].cpu().numpy().tolist()
+                r["labels"] = state["labels"][j, :nc].cpu().numpy().tolist()
+        episodes.extend(rec)
+        bar.update(b)
+    bar.close()
+    return Curves(name=name, episodes=episodes, **cols)
+
+
+# ---------------------------------------------------------------------------- reporting
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def format_table(summaries: list[dict], key: str = "dice", title: str | None = None) -> str:
+    """Markdown table: one row per policy, Dice mean ± std after each click, NoC, boundary."""
+    k = min(s["clicks"] for s in summaries)
+    head = ["policy"] + [f"{key}@{c}" for c in range(k + 1)] + ["NoC@85", "NoC@90", f"BF@{k}"]
+    lines = []
+    if title:
+        lines.append(f"**{title}**\n")
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---"] * len(head)) + "|")
+    for s in summaries:
+        cells = [s["name"]]
+        cells += [_pm(s[f"{key}_mean"][c], s[f"{key}_std"][c]) for c in range(k + 1)]
+        cells += [f"{s['noc85_mean']:.2f}", f"{s['noc90_mean']:.2f}",
+                  _pm(s["boundary_mean"][k], s["boundary_std"][k])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_results(summaries: list[dict], out_dir: str | Path, meta: dict | None = None) -> dict:
+    """Write ``results.json``, ``results.csv`` and ``dice_vs_clicks.png`` into ``out_dir``
+    (each atomically). Returns the paths."""
+    out = Path(out_dir)
+    paths = {"json": out / "results.json", "csv": out / "results.csv",
+             "plot": out / "dice_vs_clicks.png"}
+    _atomic_write(paths["json"], lambda f: json.dump({"meta": meta or {}, "results": summaries},
+                                                     f, indent=2))
+
+    def write_csv(f):
+        w = csv.writer(f)
+        w.writerow(["policy", "metric", "click", "mean", "std"])
+        for s in summaries:
+            for key in ("dice", "dice_orig", "iou", "boundary"):
+                for c, (m, sd) in enumerate(zip(s[f"{key}_mean"], s[f"{key}_std"])):
+                    w.writerow([s["name"], key, c, f"{m:.6f}", f"{sd:.6f}"])
+            for t in ("noc85", "noc90"):
+                w.writerow([s["name"], t, "", f"{s[f'{t}_mean']:.6f}", f"{s[f'{t}_std']:.6f}"])
+
+    _atomic_write(paths["csv"], write_csv)
+    plot_curves(summaries, paths["plot"])
+    return paths
+
+
+def plot_curves(summaries: list[dict], path: str | Path) -> None:
+    """Dice (mean ± std band) vs clicks, one line per policy; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for s in summaries:
+        m = np.asarray(s["dice_mean"])
+        sd = np.asarray(s["dice_std"])
+        x = np.arange(len(m))
+        ax.plot(x, m, marker="o", label=s["name"])
+        ax.fill_between(x, m - sd, m + sd, alpha=0.12)
+    ax.set_xlabel("click (0 = initial user click)")
+    ax.set_ylabel("Dice (low-res)")
+    ax.set_ylim(max(0.0, math.floor(min(min(s["dice_mean"]) for s in summaries) * 10) / 10 - 0.1), 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+

@@ -1,0 +1,91 @@
+"""Reference clickers used as baselines: the RITM oracle, random clicks, and an adapter for
+action-space policies (trained agents).
+
+A clicker maps ``(env, state, obs)`` to a click ``(point [B, 2], sam_label [B], cell [B])``
+that ``ClickEnv.step_click`` applies. "No further clicks" is not a clicker: the evaluator
+simply keeps the mask of the initial user click.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor
+
+from gpu_env import oracle
+from gpu_env.config import ACTION_MASK
+from gpu_env.env import ClickEnv
+from sam_batch.segmenter import points_from_pixels
+
+Click = tuple[Tensor, Tensor, Tensor]
+
+
+class Clicker(Protocol):
+    name: str
+
+    def __call__(self, env: ClickEnv, state: TensorDict, obs: TensorDict) -> Click:
+        ...
+
+
+def clicked_pixels(env: ClickEnv, state: TensorDict) -> Tensor:
+    """``[B, M, M]`` bool map of the low-res pixels holding a click so far."""
+    M = env.mask_size
+    pix = ((state["points"] + 0.5) * (M / env.input_size) - 0.5).round().long().clamp(0, M - 1)
+    flat = pix[..., 1] * M + pix[..., 0]  # [B, K]
+    valid = state["labels"] >= 0
+    # scatter_add (not scatter_) so an unused slot pointing at pixel 0 cannot erase a real click
+    hits = torch.zeros(state.batch_size[0], M * M, dtype=torch.int32, device=env.device)
+    hits.scatter_add_(1, flat, valid.int())
+    return (hits > 0).view(-1, M, M)
+
+
+class OracleClicker:
+    """RITM's next click on the current error (DESIGN.md). ``grid=False`` clicks the exact
+    low-res pixel (the reference oracle); ``grid=True`` snaps it to the centre of its grid
+    cell, the best an agent limited to the action grid could do by imitation."""
+
+    def __init__(self, grid: bool = False):
+        self.grid = grid
+        self.name = "oracle (grid)" if grid else "oracle"
+
+    def __call__(self, env: ClickEnv, state: TensorDict, obs: TensorDict) -> Click:
+        M, G = env.mask_size, env.config.grid_size
+        gt = env.gt[state["image_id"]]
+        c = oracle.ritm_click(state["mask"], gt, ~clicked_pixels(env, state))
+        cell = (c.rows // (M // G)) * G + c.cols // (M // G)
+        if self.grid:
+            point = points_from_pixels(cell // G, cell % G, G, env.input_size)
+        else:
+            point = points_from_pixels(c.rows, c.cols, M, env.input_size)
+        return point, c.positive.long(), cell
+
+
+class RandomClicker:
+    """Uniformly random action among the allowed ones (unclicked cells, either label)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0, device: torch.device | str = "cpu"):
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def __call__(self, env: ClickEnv, state: TensorDict, obs: TensorDict) -> Click:
+        allowed = obs.get(ACTION_MASK, None)
+        if allowed is None:
+            allowed = env.action_mask(state)
+        noise = torch.rand(allowed.shape, generator=self.generator, device=allowed.device)
+        action = torch.where(allowed, noise, -1.0).argmax(dim=1)
+        return env.decode_action(action)
+
+
+class ActionClicker:
+    """Adapter for a policy ``obs -> action [B]`` (e.g. a trained PPO agent, greedy)."""
+
+    def __init__(self, name: str, act: Callable[[TensorDict], Tensor]):
+        self.name = name
+        self.act = act
+
+    def __call__(self, env: ClickEnv, state: TensorDict, obs: TensorDict) -> Click:
+        return env.decode_action(self.act(obs))

@@ -1,0 +1,27 @@
+"""Per-step reward and the boundary term it uses.
+
+``r_t = (Dice_t - Dice_{t-1}) + lambda * (B_t - B_{t-1})`` where ``B`` is the boundary
+F-score (default) or Boundary IoU of the binary low-res mask against the low-res GT, computed
+with Kornia morphology on the device (``gpu_env.metrics``). A telescoping sum: the episode
+return is the total improvement from the initial user click's mask to the last mask.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from gpu_env import metrics
+from gpu_env.config import EnvConfig
+
+
+def boundary_score(pred: Tensor, gt: Tensor, config: EnvConfig) -> Tensor:
+    """The configured boundary metric of ``pred`` vs ``gt`` (``[B, M, M]`` bool) -> ``[B]``."""
+    if config.boundary_metric == "fscore":
+        return metrics.boundary_fscore(pred, gt, config.boundary_tolerance)
+    return metrics.boundary_iou(pred, gt, config.boundary_tolerance)
+
+
+def step_reward(dice_new: Tensor, dice_old: Tensor, boundary_new: Tensor, boundary_old: Tensor,
+                weight: float) -> Tensor:
+    """``[B]`` reward: Dice change plus ``weight`` times boundary-metric change."""
+    return (dice_new - dice_old) + weight * (boundary_new - boundary_old)
