@@ -86,11 +86,14 @@ def _orig_metrics(logits: Tensor, gts: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 def evaluate_clicker(env: ClickEnv, dataset: SegDataset, clicker: Clicker | None, image_ids: Tensor,
                      *, num_clicks: int = 20, batch_size: int = 64, record: int = 0,
-                     progress: bool = True, name: str | None = None) -> Curves:
+                     progress: bool = True, name: str | None = None,
+                     original_resolution: bool = True) -> Curves:
     """Run ``clicker`` (``None`` = no further clicks) on ``image_ids`` for ``num_clicks`` clicks
     in total (the initial user click included) and return the metric curves.
 
-    ``env`` is re-used with ``max_clicks = num_clicks - 1`` (same constants, no target Dice)."""
+    ``env`` is re-used with ``max_clicks = num_clicks - 1`` (same constants, no target Dice).
+    ``original_resolution=False`` skips the original-size metrics (left at NaN): quick
+    evaluations during training use it."""
     from dataclasses import replace
 
     if num_clicks < 1:
@@ -108,7 +111,8 @@ def evaluate_clicker(env: ClickEnv, dataset: SegDataset, clicker: Clicker | None
         b = ids.numel()
         state = env.initial_state(b)
         state = env.reset(state, torch.ones(b, dtype=torch.bool, device=env.device), image_ids=ids)
-        gts = [torch.from_numpy(dataset.load_original(int(i))[1]).to(env.device) for i in ids]
+        gts = ([torch.from_numpy(dataset.load_original(int(i))[1]).to(env.device) for i in ids]
+               if original_resolution else [])
         n_rec = max(0, record - len(episodes))
         rec = [dict(image_id=int(i), points=[], labels=[], masks=[], dice=[]) for i in ids[:n_rec]]
         for k in range(num_clicks):
@@ -116,7 +120,10 @@ def evaluate_clicker(env: ClickEnv, dataset: SegDataset, clicker: Clicker | None
                 obs = env.observe(state)
                 state, _ = env.step_click(state, *clicker(env, state, obs))
             gt = env.gt[state["image_id"]]
-            d_o, i_o = _orig_metrics(state["logits"], gts)
+            if original_resolution:
+                d_o, i_o = _orig_metrics(state["logits"], gts)
+            else:
+                d_o = i_o = torch.full((b,), float("nan"), device=env.device)
             row = {"dice": state["dice"], "iou": metrics.iou(state["mask"], gt),
                    "boundary": state["boundary"], "dice_orig": d_o, "iou_orig": i_o}
             for key, val in row.items():

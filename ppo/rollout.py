@@ -1,7 +1,7 @@
 """On-device rollout: a preallocated ``T x B`` TensorDict filled from the raw env path.
 
-Per step: observe, one policy forward (logits, value), a Gumbel-max sample from the run's own
-generator, one env step (one segmenter decode for the whole batch), one value forward on the
+Per step: observe, one actor-critic forward (logits, value; TorchRL ``ProbabilisticActor``
+sampling with the run's own generator), one env step (one segmenter decode for the whole batch), one value forward on the
 step's final observation, and a masked reset of finished rows. ``next_value`` is the value of
 the final observation for *every* row: for rows that did not finish it equals the next
 observation anyway, for truncated rows it is the bootstrap value, and for terminated rows GAE
@@ -10,48 +10,26 @@ zeroes it. No value is read on the host.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from tensordict import TensorDict
 from torch import Tensor
 
 from gpu_env.env import ClickEnv
+from ppo.policies import LOGITS, STATE_VALUE, TRUNK_VALUE, ActorCritic
 
-PolicyFn = Callable[[TensorDict], tuple[Tensor, Tensor]]
-"""``obs -> (logits [B, A] with disallowed actions at a large negative value, value [B])``."""
-
-
-def sample_actions(logits: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Gumbel-max sample from ``logits [B, A]`` with an explicit generator (never the global
-    RNG). Returns ``(action [B], log_prob [B])``."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device,
-                   dtype=torch.float32).clamp_(min=1e-20, max=1.0 - 1e-7)
-    gumbel = -torch.log(-torch.log(u))
-    action = (logits.float() + gumbel).argmax(dim=-1)
-    log_prob = torch.log_softmax(logits.float(), dim=-1).gather(-1, action[:, None])[:, 0]
-    return action, log_prob
+ACTION = "action"
 
 
-def allocate_buffer(env: ClickEnv, obs: TensorDict, num_steps: int) -> TensorDict:
-    """The ``[T, B]`` rollout storage, allocated once and overwritten every iteration."""
-    B = obs.batch_size[0]
-    dev = env.device
-    zeros = lambda *s, dtype=torch.float32: torch.zeros(num_steps, B, *s, dtype=dtype, device=dev)
-    buf = TensorDict(
-        {
-            "obs": obs.expand(num_steps, B).clone(),
-            "action": zeros(dtype=torch.int64),
-            "log_prob": zeros(),
-            "value": zeros(),
-            "next_value": zeros(),
-            "reward": zeros(),
-            "terminated": zeros(dtype=torch.bool),
-            "done": zeros(dtype=torch.bool),
-        },
-        batch_size=[num_steps, B],
-        device=dev,
-    )
+def allocate_buffer(example: TensorDict, num_steps: int) -> TensorDict:
+    """The ``[T, B]`` rollout storage, shaped like ``example`` (one actor output plus the env's
+    reward/terminated/done/next_value), allocated once and overwritten every iteration."""
+    B = example.batch_size[0]
+    keys = [k for k in example.keys() if k not in (LOGITS, TRUNK_VALUE)]
+    buf = example.select(*keys).unsqueeze(0).expand(num_steps, B).clone()
+    dev = example.device
+    zeros = lambda dtype=torch.float32: torch.zeros(num_steps, B, dtype=dtype, device=dev)
+    buf.update({"next_value": zeros(), "reward": zeros(), "terminated": zeros(torch.bool),
+                "done": zeros(torch.bool)})
     return buf
 
 
@@ -88,25 +66,20 @@ class EpisodeStats:
 
 
 @torch.no_grad()
-def collect(env: ClickEnv, state: TensorDict, policy: PolicyFn, value_fn: Callable[[TensorDict], Tensor],
-            buffer: TensorDict, generator: torch.Generator, stats: EpisodeStats,
-            initial_dice: Tensor) -> tuple[TensorDict, Tensor]:
-    """Fill ``buffer`` with ``T`` steps of every row. ``initial_dice [B]`` tracks the Dice of
-    the initial user click of each row's current episode (for the Dice-gain statistic).
-    Returns the env state and ``initial_dice`` to continue from."""
+def collect(env: ClickEnv, state: TensorDict, ac: ActorCritic, buffer: TensorDict,
+            stats: EpisodeStats, initial_dice: Tensor) -> tuple[TensorDict, Tensor]:
+    """Fill ``buffer`` (``[T, B]``) with ``T`` steps of every row. The actor samples with the
+    generator it was built with. ``initial_dice [B]`` is the Dice of the initial user click of
+    each row's current episode (for the Dice-gain statistic). Returns the env state and
+    ``initial_dice`` to continue from."""
     for t in range(buffer.batch_size[0]):
-        obs = env.observe(state)
-        logits, value = policy(obs)
-        action, log_prob = sample_actions(logits, generator)
-        nxt, out = env.step(state, action)
-        next_value = value_fn(env.observe(nxt))
+        td = ac.policy_value(env.observe(state))
+        nxt, out = env.step(state, td[ACTION])
+        next_value = ac.value(env.observe(nxt))[STATE_VALUE]
         stats.update(out["reward"], out["done"], out["dice"], initial_dice)
         state = env.reset(nxt, out["done"])
         initial_dice = torch.where(out["done"], state["dice"], initial_dice)
-        buffer[t] = TensorDict(
-            {"obs": obs, "action": action, "log_prob": log_prob, "value": value,
-             "next_value": next_value, "reward": out["reward"],
-             "terminated": out["terminated"], "done": out["done"]},
-            batch_size=buffer.batch_size[1:], device=buffer.device,
-        )
+        td.update({"next_value": next_value[:, 0], "reward": out["reward"],
+                   "terminated": out["terminated"], "done": out["done"]})
+        buffer[t] = td.select(*buffer.keys())
     return state, initial_dice

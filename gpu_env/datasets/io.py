@@ -1,0 +1,168 @@
+"""Reading, validating and resizing image/mask pairs, shared by every dataset source.
+
+Conventions fixed here (and documented in the errors they raise):
+
+* Images are read with Pillow and converted to 8-bit RGB (greyscale/palette/RGBA are converted;
+  16-bit greyscale is scaled by ``>> 8``).
+* Masks are reduced to one grey channel: the max over the colour channels (so a red or white
+  mask on black both work). A mask whose values are all in ``{0, 1}`` is a label image
+  (``1`` = foreground). Otherwise it is thresholded at 128 (``>= 128`` is foreground) after
+  scaling to 8 bits.
+* Binary-like rule: lossy (JPEG) masks have mid-grey values only along their edges. A mask is
+  rejected when more than ``MAX_AMBIGUOUS_FRACTION`` (5 %) of its pixels are *ambiguous*, i.e.
+  more than ``AMBIGUOUS_MARGIN`` (64) grey levels away from both 0 and 255 -- that is a grey
+  photo, a probability map or a soft matte, not a mask.
+* Working copies are square ``size x size`` (the SAM2 frame squashes the aspect ratio too):
+  images by bilinear interpolation with antialiasing (an area-like filter when shrinking),
+  masks by area averaging then ``>= 0.5`` (a working pixel is foreground when at least half of
+  the original pixels it covers are).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+"""File name endings read as images or masks (case-insensitive)."""
+MASK_THRESHOLD = 128
+"""8-bit grey level from which a mask pixel is foreground."""
+AMBIGUOUS_MARGIN = 64
+"""A grey value in ``[64, 192)`` is ambiguous (neither near 0 nor near 255)."""
+MAX_AMBIGUOUS_FRACTION = 0.05
+"""Largest fraction of ambiguous pixels a mask may have and still count as binary."""
+
+
+class DatasetError(ValueError):
+    """A dataset on disk (or its split/arguments) cannot be used; the message says which file."""
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()  # decode now: a truncated file must fail here, naming the file
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DatasetError(f"cannot read {path}: {err}. Replace or remove the file.") from err
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """``H x W x 3`` uint8 RGB of the image file at ``path``."""
+    path = Path(path)
+    img = _open(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = (np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=-1)
+    if img.mode in ("I", "F"):
+        raise DatasetError(
+            f"{path}: image mode {img.mode!r} (32-bit integer/float) is not supported; "
+            "save it as 8-bit RGB or greyscale PNG/JPEG/TIFF."
+        )
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _grey(arr: np.ndarray, path: Path) -> np.ndarray:
+    """One channel of a mask array (max over colour channels, alpha ignored)."""
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=-1) if arr.shape[-1] >= 3 else arr[..., 0]
+    if arr.ndim != 2:
+        raise DatasetError(f"{path}: mask has shape {arr.shape}; expected H x W or H x W x C.")
+    return arr
+
+
+def binarize_mask(raw: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
+    """``H x W`` bool foreground of a raw mask array, by the rules in the module docstring.
+
+    Raises ``DatasetError`` (naming ``path``) for a mask that is not binary-like.
+    """
+    path = Path(path)
+    grey = _grey(np.asarray(raw), path)
+    if grey.dtype == bool:
+        return grey.copy()
+    if np.issubdtype(grey.dtype, np.integer) and grey.min() >= 0 and grey.max() <= 1:
+        return grey == 1  # 0/1 label image
+    if grey.dtype == np.uint8:
+        grey8 = grey
+    elif grey.dtype == np.uint16:
+        grey8 = (grey >> 8).astype(np.uint8)
+    elif np.issubdtype(grey.dtype, np.floating) and grey.min() >= 0.0 and grey.max() <= 1.0:
+        grey8 = np.round(grey * 255.0).astype(np.uint8)
+    else:
+        raise DatasetError(
+            f"{path}: mask dtype {grey.dtype} with values in [{grey.min()}, {grey.max()}] "
+            "is not a binary mask; expected 8-bit 0/255 (or 0/1 labels)."
+        )
+    ambiguous = (grey8 >= AMBIGUOUS_MARGIN) & (grey8 < 256 - AMBIGUOUS_MARGIN)
+    fraction = float(ambiguous.mean())
+    if fraction > MAX_AMBIGUOUS_FRACTION:
+        raise DatasetError(
+            f"{path}: mask is not binary-like: {fraction:.1%} of its pixels are mid-grey "
+            f"(values in [{AMBIGUOUS_MARGIN}, {256 - AMBIGUOUS_MARGIN})), more than the "
+            f"{MAX_AMBIGUOUS_FRACTION:.0%} that JPEG edge noise explains. Is it an image or a "
+            "soft map? Save masks as 0/255 (or 0/1) images."
+        )
+    return grey8 >= MASK_THRESHOLD
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """``H x W`` bool mask of the file at ``path`` (see ``binarize_mask``)."""
+    path = Path(path)
+    img = _open(path)
+    if img.mode == "P":
+        img = img.convert("RGB")  # palette indices are not grey levels
+    return binarize_mask(np.asarray(img), path)
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """``stem -> path`` of the image files in ``folder`` (hidden and non-image files ignored).
+
+    Raises ``DatasetError`` if two files share a stem (``a.png`` and ``a.jpg``).
+    """
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.stem in found:
+            raise DatasetError(
+                f"{found[path.stem]} and {path} have the same stem {path.stem!r}; ids are file "
+                "stems, so keep one of them."
+            )
+        found[path.stem] = path
+    return found
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """``[N, 3, H, W]`` uint8 -> ``[N, 3, size, size]`` uint8 (bilinear, antialiased)."""
+    if images.shape[-2:] == (size, size):
+        return images.clone()
+    x = F.interpolate(images.float(), size=(size, size), mode="bilinear",
+                      align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def resize_masks(masks: Tensor, size: int) -> Tensor:
+    """``[N, H, W]`` bool -> ``[N, size, size]`` bool (area average, then ``>= 0.5``)."""
+    if masks.shape[-2:] == (size, size):
+        return masks.clone()
+    x = F.interpolate(masks[:, None].float(), size=(size, size), mode="area")
+    return x[:, 0] >= 0.5
+
+
+def check_nonempty(masks: Tensor, ids: Sequence[str], where: str) -> None:
+    """Raise ``DatasetError`` naming every id whose ``[N, S, S]`` mask has zero area."""
+    empty = (masks.flatten(1).sum(1) == 0).nonzero().flatten().tolist()
+    if empty:
+        names = [ids[i] for i in empty]
+        shown = ", ".join(names[:20]) + (f" ... ({len(names)} in all)" if len(names) > 20 else "")
+        raise DatasetError(
+            f"{where}: {len(names)} mask(s) have zero area: {shown}. An episode needs a "
+            "foreground to click on; remove these images or fix their masks."
+        )

@@ -1,0 +1,135 @@
+"""Batched segmentation metrics on the device: Dice, IoU, boundary F-score, Boundary IoU.
+
+Inputs are ``Bool[B, H, W]`` masks; outputs ``Float32[B]``. Counts are float32 sums of booleans,
+exact up to 2**24 pixels per image. No value leaves the device and no branch reads a tensor.
+
+Boundary conventions (one for both boundary metrics, following Boundary IoU's reference code,
+Cheng et al. 2021, which pads with background "so mask truncated by the image border is also
+considered as boundary"):
+
+- **The image border is a contour.** Erosion treats pixels outside the image as background
+  (Kornia ``border_type="constant", border_value=0``), so a mask touching the border has boundary
+  pixels along it, and a full-image mask's boundary is the outer ring of width ``d``.
+- ``boundary(m) = m & ~erode_3x3(m)``: the mask pixels with a background 8-neighbour. A one-pixel
+  object is its own boundary; every non-empty mask has a non-empty boundary.
+- **Boundary F-score** matches boundary pixels within Euclidean distance ``tolerance`` (a disk
+  structuring element, as the DAVIS contour measure): precision is the fraction of predicted
+  boundary pixels within ``tolerance`` of a GT boundary pixel, recall the converse,
+  ``F = 2PR / (P + R)``.
+- **Boundary IoU** uses the band of mask pixels within chessboard distance ``tolerance`` of the
+  contour, ``G_d ∩ G = G & ~erode_{(2d+1)x(2d+1)}(G)`` (Cheng et al. erode ``d`` times with a
+  3x3 square, which is the same set), and returns the IoU of the two bands.
+
+Edge values (pinned by tests): both masks empty -> 1.0 for every metric; exactly one empty ->
+0.0; identical non-empty masks -> 1.0 (full image included).
+
+Binary morphology runs through ``kornia.morphology`` with its ``shift`` engine by default, on
+every device: exact, and its memory stays at a few mask-sized buffers whatever the kernel,
+where ``unfold`` (Kornia's ``auto`` choice on CUDA) materialises ``k_h * k_w`` copies of the batch
+(25 x 256 MiB for B=1024 masks of 256x256 with a 5x5 disk). Measured on 2 CPU cores, B=64
+masks of 256x256: Kornia 3x3 erosion 42 ms against 38 ms for ``-max_pool2d(-x)``, so Kornia is
+kept. ``engine`` is exposed for tuning on a GPU; every engine gives the same masks.
+"""
+
+from __future__ import annotations
+
+import torch
+from kornia.morphology import dilation, erosion
+from torch import Tensor
+
+
+def _check_pair(pred: Tensor, gt: Tensor) -> None:
+    for name, mask in (("pred", pred), ("gt", gt)):
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 3:
+            got = f"dtype={mask.dtype} shape={tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"{name} must be a Bool[B, H, W] tensor, got {got}; threshold logits first (`logits > 0`).")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred has shape {tuple(pred.shape)} but gt has {tuple(gt.shape)}; they must match.")
+
+
+def _check_tolerance(tolerance: int, minimum: int) -> None:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < minimum:
+        raise ValueError(f"tolerance must be an int >= {minimum} (pixels), got {tolerance!r}.")
+
+
+def _count(mask: Tensor) -> Tensor:
+    return mask.sum(dim=(1, 2), dtype=torch.float32)
+
+
+def _ratio(numerator: Tensor, denominator: Tensor, empty: float) -> Tensor:
+    """``numerator / denominator``, and ``empty`` where the denominator is 0."""
+    positive = denominator > 0
+    # The safe denominator keeps 0/0 from making a NaN that where() would still have to skip.
+    return torch.where(positive, numerator / torch.where(positive, denominator, 1.0), empty)
+
+
+def square_kernel(radius: int, device: torch.device | None = None) -> Tensor:
+    """``Float32[2r+1, 2r+1]`` of ones: the chessboard ball of radius ``r``."""
+    return torch.ones(2 * radius + 1, 2 * radius + 1, device=device)
+
+
+def disk_kernel(radius: int, device: torch.device | None = None) -> Tensor:
+    """``Float32[2r+1, 2r+1]``: 1 where ``i² + j² <= r²`` (the Euclidean ball of radius ``r``)."""
+    offsets = torch.arange(-radius, radius + 1, device=device)
+    return ((offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius * radius).float()
+
+
+def erode(mask: Tensor, kernel: Tensor, engine: str = "shift") -> Tensor:
+    """Binary erosion of ``Bool[B, H, W]`` by a flat ``kernel``; outside the image is background."""
+    out = erosion(mask[:, None].float(), kernel, border_type="constant", border_value=0.0, engine=engine)
+    return out[:, 0] > 0.5
+
+
+def dilate(mask: Tensor, kernel: Tensor, engine: str = "shift") -> Tensor:
+    """Binary dilation of ``Bool[B, H, W]`` by a flat ``kernel``; outside the image is background."""
+    out = dilation(mask[:, None].float(), kernel, border_type="constant", border_value=0.0, engine=engine)
+    return out[:, 0] > 0.5
+
+
+def boundary(mask: Tensor, width: int = 1, engine: str = "shift") -> Tensor:
+    """``Bool[B, H, W]``: mask pixels within chessboard distance ``width`` of the background
+    (image border included); ``width=1`` gives the pixels with a background 8-neighbour."""
+    return mask & ~erode(mask, square_kernel(width, mask.device), engine)
+
+
+def dice(pred: Tensor, gt: Tensor) -> Tensor:
+    """``Float32[B]``: ``2|P∩G| / (|P| + |G|)``; 1.0 when both masks are empty."""
+    _check_pair(pred, gt)
+    return _ratio(2.0 * _count(pred & gt), _count(pred) + _count(gt), empty=1.0)
+
+
+def iou(pred: Tensor, gt: Tensor) -> Tensor:
+    """``Float32[B]``: ``|P∩G| / |P∪G|``; 1.0 when both masks are empty."""
+    _check_pair(pred, gt)
+    return _ratio(_count(pred & gt), _count(pred | gt), empty=1.0)
+
+
+def boundary_fscore(pred: Tensor, gt: Tensor, tolerance: int, engine: str = "shift") -> Tensor:
+    """``Float32[B]`` boundary F-score with a Euclidean match ``tolerance`` in pixels (>= 0).
+
+    Both masks empty -> 1.0 (nothing to match). One empty -> 0.0. Otherwise both boundaries are
+    non-empty; ``F = 0`` when no boundary pixel is matched. ``engine``: Kornia morphology engine.
+    """
+    _check_pair(pred, gt)
+    _check_tolerance(tolerance, minimum=0)
+    disk = disk_kernel(tolerance, pred.device)
+    pred_edge, gt_edge = boundary(pred, 1, engine), boundary(gt, 1, engine)
+    n_pred, n_gt = _count(pred_edge), _count(gt_edge)
+    precision = _ratio(_count(pred_edge & dilate(gt_edge, disk, engine)), n_pred, empty=0.0)
+    recall = _ratio(_count(gt_edge & dilate(pred_edge, disk, engine)), n_gt, empty=0.0)
+    fscore = _ratio(2.0 * precision * recall, precision + recall, empty=0.0)
+    both_empty = (n_pred == 0) & (n_gt == 0)
+    return torch.where(both_empty, 1.0, fscore)
+
+
+def boundary_iou(pred: Tensor, gt: Tensor, tolerance: int, engine: str = "shift") -> Tensor:
+    """``Float32[B]`` Boundary IoU (Cheng et al. 2021) with band width ``d = tolerance`` (>= 1)
+    pixels, chessboard distance: ``|(G_d∩G) ∩ (P_d∩P)| / |(G_d∩G) ∪ (P_d∩P)|``.
+
+    Both masks empty -> 1.0; one empty -> 0.0 (the other's band is non-empty).
+    ``engine``: Kornia morphology engine.
+    """
+    _check_pair(pred, gt)
+    _check_tolerance(tolerance, minimum=1)
+    pred_band, gt_band = boundary(pred, tolerance, engine), boundary(gt, tolerance, engine)
+    return _ratio(_count(pred_band & gt_band), _count(pred_band | gt_band), empty=1.0)

@@ -1,0 +1,138 @@
+"""The RITM next-click oracle, batched on the device.
+
+Reproduces ``Clicker._get_next_click`` of RITM (``isegm/inference/clicker.py``, Sofiiuk et al.
+2022) for a whole batch at once:
+
+- ``fn = gt & ~pred`` and ``fp = ~gt & pred``, each padded with a one-pixel False ring so that
+  the image border counts as background, exact Euclidean distance transform, ring cropped;
+- both maps multiplied by the not-clicked map, so a clicked pixel is never chosen again;
+- ``positive = max(fn_dt) > max(fp_dt)``: a strictly larger false-negative distance gives a
+  positive click, a tie (including no error at all) a negative one;
+- the click is the first row-major pixel where the chosen map equals its maximum.
+
+The comparisons run on exact integer squared distances, which order exactly like RITM's
+distances (``sqrt`` is strictly increasing and maps distinct integers below 2**24 to distinct
+floats). Nothing leaves the device and every shape is static.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gpu_env.edt import squared_edt
+
+
+class OracleClick(NamedTuple):
+    """One click per episode, in low-res mask pixels."""
+
+    rows: Tensor
+    """Long[B]: row of the click."""
+    cols: Tensor
+    """Long[B]: column of the click."""
+    positive: Tensor
+    """Bool[B]: True = foreground click (largest error is a false negative)."""
+    has_error: Tensor
+    """Bool[B]: the chosen distance is > 0, i.e. an unclicked error pixel remains. Where False,
+    RITM still returns a click: negative, at pixel (0, 0) (the first row-major position of an
+    all-zero map), even if that pixel was clicked before; callers should ignore it."""
+
+
+def _check_masks(**masks: Tensor | None) -> tuple[int, int, int]:
+    shape = None
+    for name, mask in masks.items():
+        if mask is None:
+            continue
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 3:
+            got = f"dtype={mask.dtype} shape={tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"{name} must be a Bool[B, H, W] tensor, got {got}; pass `{name}.bool()`.")
+        if shape is None:
+            shape, first = mask.shape, name
+        elif mask.shape != shape:
+            raise ValueError(
+                f"{name} has shape {tuple(mask.shape)} but {first} has {tuple(shape)}; all masks must match."
+            )
+    assert shape is not None
+    return shape[0], shape[1], shape[2]
+
+
+def error_distances(
+    pred: Tensor, gt: Tensor, not_clicked: Tensor | None = None, chunk: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """RITM's masked error distance maps, squared: ``(fn_dt², fp_dt²)``, each ``Float32[B, H, W]``.
+
+    The image border counts as background (one-pixel False ring, as RITM pads), and pixels where
+    ``not_clicked`` is False are set to 0. ``chunk`` is passed to :func:`gpu_env.edt.squared_edt`.
+    """
+    batch = _check_masks(pred=pred, gt=gt, not_clicked=not_clicked)[0]
+    errors = torch.cat((gt & ~pred, ~gt & pred))  # [2B, H, W]: fn then fp, one transform
+    padded = F.pad(errors, (1, 1, 1, 1), value=False)
+    dist_sq = squared_edt(padded, chunk)[:, 1:-1, 1:-1]
+    if not_clicked is not None:
+        dist_sq = torch.where(not_clicked.repeat(2, 1, 1), dist_sq, 0.0)
+    return dist_sq[:batch], dist_sq[batch:]
+
+
+def ritm_click(
+    pred: Tensor, gt: Tensor, not_clicked: Tensor | None = None, chunk: int | None = None
+) -> OracleClick:
+    """RITM's next click for every episode of the batch.
+
+    Args:
+        pred: ``Bool[B, H, W]`` current predicted mask.
+        gt: ``Bool[B, H, W]`` ground-truth mask.
+        not_clicked: ``Bool[B, H, W]``, False on pixels already clicked (RITM's
+            ``not_clicked_map``); ``None`` = nothing clicked yet.
+        chunk: pass-2 rows per step of the distance transform (memory knob, see ``squared_edt``).
+
+    Returns:
+        :class:`OracleClick` with ``Long[B]`` rows/cols and ``Bool[B]`` positive/has_error.
+    """
+    fn_sq, fp_sq = error_distances(pred, gt, not_clicked, chunk)
+    width = fn_sq.shape[-1]
+    fn_flat, fp_flat = fn_sq.flatten(1), fp_sq.flatten(1)
+    fn_max, fp_max = fn_flat.amax(dim=1), fp_flat.amax(dim=1)
+    positive = fn_max > fp_max  # strictly larger fn -> positive; ties -> negative (as RITM)
+    chosen = torch.where(positive[:, None], fn_flat, fp_flat)
+    chosen_max = torch.maximum(fn_max, fp_max)  # the max of `chosen` in both branches
+    # First row-major maximum computed exactly (the smallest flat index attaining the max)
+    # rather than trusting which tied index a backend's argmax returns.
+    flat_index = torch.arange(chosen.shape[1], device=chosen.device)
+    first = torch.where(chosen == chosen_max[:, None], flat_index, chosen.shape[1]).amin(dim=1)
+    return OracleClick(
+        rows=torch.div(first, width, rounding_mode="floor"),
+        cols=first % width,
+        positive=positive,
+        has_error=chosen_max > 0,
+    )
+
+
+def first_click(gt: Tensor, not_clicked: Tensor | None = None, chunk: int | None = None) -> OracleClick:
+    """The initial user click: the oracle on an empty prediction, i.e. the GT pixel farthest from
+    the GT boundary (image border included), first in row-major order. Positive whenever ``gt``
+    has a pixel; an empty ``gt`` gives RITM's negative click at (0, 0) with ``has_error`` False."""
+    _check_masks(gt=gt, not_clicked=not_clicked)
+    return ritm_click(torch.zeros_like(gt), gt, not_clicked, chunk)
+
+
+def pixel_to_cell(rows: Tensor, cols: Tensor, height: int, width: int, grid_size: int = 32) -> Tensor:
+    """``Long[B]`` index ``row * grid_size + col`` of the action-grid cell holding each pixel.
+
+    The ``grid_size x grid_size`` grid tiles the ``height x width`` mask evenly, so pixel row ``r``
+    lies in grid row ``floor(r * grid_size / height)`` (``r // 8`` for 256 pixels and 32 cells).
+    """
+    if height < 1 or width < 1 or grid_size < 1:
+        raise ValueError(f"height, width, grid_size must be >= 1, got {height}, {width}, {grid_size}.")
+    grid_row = torch.div(rows * grid_size, height, rounding_mode="floor")
+    grid_col = torch.div(cols * grid_size, width, rounding_mode="floor")
+    return grid_row * grid_size + grid_col
+
+
+def click_to_action(click: OracleClick, height: int, width: int, grid_size: int = 32) -> Tensor:
+    """``Long[B]`` agent action for an oracle click: ``label * grid_size**2 + cell`` with label 0
+    for a positive (foreground) click and 1 for a negative one (DESIGN.md action coding)."""
+    cell = pixel_to_cell(click.rows, click.cols, height, width, grid_size)
+    return (~click.positive).long() * (grid_size * grid_size) + cell

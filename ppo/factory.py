@@ -1,0 +1,69 @@
+"""Building a run's pieces from a ``TrainConfig``: device, datasets, segmenter, env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gpu_env.datasets import SegDataset, load_dataset
+from gpu_env.env import ClickEnv
+from ppo.config import TrainConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available; use --device cpu")
+    return dev
+
+
+def load_split(cfg: TrainConfig, split: str, count: int) -> SegDataset:
+    """The dataset split named in the config (synthetic: ``count`` images)."""
+    kw = {"count": count} if cfg.dataset == "synthetic" else {}
+    return load_dataset(cfg.dataset, split=split, size=cfg.image_size, **kw)
+
+
+def build_segmenter(cfg: TrainConfig, dataset: SegDataset, split: str, device: torch.device):
+    """The configured segmenter over ``dataset``'s images."""
+    if cfg.segmenter == "weightfree":
+        from sam_batch.geodesic import GeodesicSegmenter
+
+        return GeodesicSegmenter(dataset.images.to(device))
+    from sam_batch.cache import load_cache
+    from sam_batch.decoder import BatchedSAM2Decoder
+    from sam_batch.model import build_sam, checkpoint_fingerprint
+
+    if cfg.feature_cache is None:
+        raise ValueError(
+            "segmenter='sam2' needs --feature-cache: build it first with "
+            "`python -m scripts.embed --dataset ... --out caches/<name>` for each split."
+        )
+    model = build_sam(cfg.sam2_config, cfg.sam2_checkpoint, device=device)
+    cache = load_cache(cfg.feature_cache.replace("{split}", split), device,
+                       expect_fingerprint=checkpoint_fingerprint(cfg.sam2_checkpoint, cfg.sam2_config))
+    if list(cache.meta["image_ids"]) != list(dataset.ids):
+        raise ValueError(
+            f"feature cache {cfg.feature_cache!r} holds other images than split {split!r} of "
+            f"{cfg.dataset!r}; re-run scripts.embed for this split."
+        )
+    return BatchedSAM2Decoder(model, cache)
+
+
+@dataclass
+class RunEnvs:
+    train_env: ClickEnv
+    eval_env: ClickEnv
+    train_data: SegDataset
+    eval_data: SegDataset
+
+
+def build_envs(cfg: TrainConfig, device: torch.device) -> RunEnvs:
+    train = load_split(cfg, cfg.train_split, cfg.train_images)
+    held = load_split(cfg, cfg.eval_split, cfg.eval_images)
+    env_cfg = cfg.env_config()
+    train_env = ClickEnv(build_segmenter(cfg, train, cfg.train_split, device), train, env_cfg)
+    eval_env = ClickEnv(build_segmenter(cfg, held, cfg.eval_split, device), held, env_cfg)
+    return RunEnvs(train_env, eval_env, train, held)

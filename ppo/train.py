@@ -1,0 +1,277 @@
+"""The PPO train loop: collect on the device, GAE, clipped-PPO minibatch epochs, repeat.
+
+Host reads happen only every ``log_every`` iterations (statistics, the non-finite flags) and
+at checkpoints; the per-step and per-minibatch work never leaves the device.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict
+from tqdm.auto import tqdm
+
+from gpu_env.env import ClickEnv
+from ppo import distributed as dist_utils
+from ppo.checkpoint import CheckpointKeeper, capture_generators, load_checkpoint, restore_generators
+from ppo.config import TrainConfig
+from ppo.factory import RunEnvs, build_envs, resolve_device
+from ppo.gae import compute_gae
+from ppo.loss import PPOConfig, lr_at, make_ppo_loss, ppo_update
+from ppo.policies import STATE_VALUE, ActorCritic, ProtoCNN, SpatialPolicy, make_actor_critic
+from ppo.rollout import EpisodeStats, allocate_buffer, collect
+
+NONFINITE_WHERE = ("rewards", "advantages", "loss")
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN/inf appeared in training; the message names where."""
+
+
+def build_policy(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """The configured network, initialised from ``cfg.seed`` without touching the caller's
+    global RNG state (init runs inside ``fork_rng``)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed)
+        use_gt = cfg.mode == "simulated_user"
+        if cfg.policy == "spatial":
+            net = SpatialPolicy(grid_size=cfg.grid_size, obs_size=cfg.obs_size, width=cfg.width,
+                                use_sam_prob=cfg.obs_sam_prob, use_gt_error=use_gt,
+                                use_image_embedding=cfg.obs_image_embedding)
+        else:
+            net = ProtoCNN(num_actions=2 * cfg.grid_size ** 2, obs_size=cfg.obs_size,
+                           use_gt_error=use_gt)
+    return net.to(device)
+
+
+def ppo_config(cfg: TrainConfig) -> PPOConfig:
+    return PPOConfig(learning_rate=cfg.learning_rate, anneal_lr=cfg.anneal_lr, gamma=cfg.gamma,
+                     gae_lambda=cfg.gae_lambda, update_epochs=cfg.update_epochs,
+                     num_minibatches=cfg.num_minibatches, clip_coef=cfg.clip_coef,
+                     clip_vloss=cfg.clip_vloss, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
+                     max_grad_norm=cfg.max_grad_norm)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """One training run (see ``TrainConfig``); ``run()`` trains and returns the final stats."""
+
+    def __init__(self, cfg: TrainConfig, envs: RunEnvs | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.ctx = dist_utils.context()
+        self.device = dist_utils.device_for(self.ctx, resolve_device(cfg.device))
+        self.run_dir = Path(cfg.out_dir) / cfg.exp_name
+        self.envs = envs if envs is not None else build_envs(cfg, self.device)
+        self.env: ClickEnv = self.envs.train_env
+        self.ppo_cfg = ppo_config(cfg)
+        self.policy = build_policy(cfg, self.device)
+        dist_utils.broadcast_parameters(self.ctx, self.policy)
+        # Sampling and minibatch order: one generator per rank, seeded from (seed, rank).
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(dist_utils.rank_seed(cfg.seed, self.ctx))
+        self.ac: ActorCritic = make_actor_critic(self.policy, generator=self.generator,
+                                                 use_action_mask=cfg.action_mask)
+        self.loss_module = make_ppo_loss(self.ac.actor, self.ac.critic, self.ppo_cfg)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.local_envs = cfg.num_envs // self.ctx.world_size
+        self.state = self.env.initial_state(self.local_envs, dist_utils.rank_seed(cfg.seed, self.ctx))
+        self.initial_dice = self.state["dice"].clone()
+        self.stats = EpisodeStats(self.local_envs, self.device)
+        self.nonfinite = torch.zeros(len(NONFINITE_WHERE), dtype=torch.bool, device=self.device)
+        example = self.ac.policy_value(self.env.observe(self.state).clone())
+        self.buffer = allocate_buffer(example, cfg.num_steps)
+        for key in ("advantage", "value_target"):
+            self.buffer[key] = torch.zeros_like(self.buffer[STATE_VALUE])
+        self.iteration = 0
+        self.global_step = 0
+        self.keeper = CheckpointKeeper(self.run_dir, keep_last=cfg.keep_checkpoints,
+                                       every=cfg.checkpoint_every)
+        self.last_logged: dict = {}
+        if cfg.resume:
+            self.load(cfg.resume)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "model": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generators": capture_generators({"sampler": self.generator}),
+            "env_state": self.state.to_dict(),
+            "initial_dice": self.initial_dice,
+            "stats": self.stats.state_dict(),
+            "counters": {"iteration": self.iteration, "global_step": self.global_step,
+                         "world_size": self.ctx.world_size},
+            "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
+        }
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore everything for an exact continuation (policy, optimizer, generator, env
+        state, statistics, counters). A checkpoint written with another world size restores
+        the weights and optimizer exactly and re-keys the env rows and sampler per rank."""
+        ck = load_checkpoint(path, map_location=self.device)
+        self.policy.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        counters = ck["counters"]
+        self.iteration, self.global_step = counters["iteration"], counters["global_step"]
+        self.keeper.load_state_dict(ck)
+        if counters.get("world_size", 1) == self.ctx.world_size:
+            restore_generators({"sampler": self.generator}, ck["generators"])
+            self.state = TensorDict(ck["env_state"], batch_size=[self.local_envs],
+                                    device=self.device)
+            self.initial_dice = ck["initial_dice"].to(self.device)
+            self.stats.load_state_dict(ck["stats"])
+        else:  # different number of ranks: new rollouts, same learner state
+            self.generator.manual_seed(dist_utils.rank_seed(self.cfg.seed + self.iteration, self.ctx))
+
+    def save(self, metric: float | None) -> None:
+        if self.ctx.rank == 0:
+            self.keeper.save(self.iteration, self.state_dict(), metric)
+
+    # ------------------------------------------------------------------ one iteration
+    def iterate(self) -> TensorDict:
+        """Collect ``T x B`` steps and run the PPO update; returns device-side loss stats."""
+        cfg = self.cfg
+        self.state, self.initial_dice = collect(self.env, self.state, self.ac, self.buffer,
+                                                self.stats, self.initial_dice)
+        buf = self.buffer
+        adv, target = compute_gae(buf["reward"], buf[STATE_VALUE][..., 0], buf["next_value"],
+                                  buf["terminated"], buf["done"], cfg.gamma, cfg.gae_lambda)
+        buf["advantage"] = adv[..., None]
+        buf["value_target"] = target[..., None]
+        lr = lr_at(self.iteration, cfg.num_iterations, cfg.learning_rate) if cfg.anneal_lr else None
+        out = ppo_update(self.loss_module, self.optimizer, buf, self.ppo_cfg,
+                         generator=self.generator, lr=lr,
+                         grad_hook=dist_utils.grad_allreduce_hook(self.ctx, self.policy))
+        loss_sum = sum(out[k].sum() for k in out.keys() if k.startswith("loss_"))
+        self.nonfinite |= torch.stack((~torch.isfinite(buf["reward"]).all(),
+                                       ~torch.isfinite(adv).all(), ~torch.isfinite(loss_sum)))
+        self.iteration += 1
+        self.global_step += cfg.num_steps * cfg.num_envs
+        return out
+
+    def check_finite(self) -> None:
+        """Host read of the non-finite flags (all ranks agree); raises naming where."""
+        flags = dist_utils.any_across_ranks(self.ctx, self.nonfinite)
+        if bool(flags.any()):
+            where = [w for w, f in zip(NONFINITE_WHERE, flags.tolist()) if f]
+            raise NonFiniteError(
+                f"non-finite values in {', '.join(where)} before iteration {self.iteration} "
+                f"(since the last check); training stopped and the last good checkpoint "
+                f"{self.keeper.last} was kept. Lower the learning rate or check the inputs."
+            )
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        cfg = self.cfg
+        rank0 = self.ctx.rank == 0
+        if rank0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(self.run_dir / "config.json",
+                               json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        log = RunLog(self.run_dir, cfg.tensorboard) if rank0 else None
+        bar = tqdm(total=cfg.num_iterations * cfg.batch_size, initial=self.global_step,
+                   unit="step", desc="train", disable=not (cfg.progress and rank0),
+                   dynamic_ncols=True)
+        t0, steps0 = time.perf_counter(), self.global_step
+        loss_stats = None
+        try:
+            while self.iteration < cfg.num_iterations:
+                loss_stats = self.iterate()
+                bar.update(cfg.batch_size)
+                last = self.iteration == cfg.num_iterations
+                if self.iteration % cfg.log_every == 0 or last:
+                    self.check_finite()
+                    row = self._log_row(loss_stats, time.perf_counter() - t0,
+                                        self.global_step - steps0)
+                    t0, steps0 = time.perf_counter(), self.global_step
+                    self.last_logged = row
+                    if log is not None:
+                        log.write(row)
+                    bar.set_postfix(sps=f"{row['sps']:.0f}", reward=f"{row['mean_reward']:.3f}",
+                                    dice=f"{row['final_dice']:.3f}", refresh=False)
+                if self.iteration % cfg.checkpoint_every == 0 or last:
+                    self.check_finite()
+                    metric = self.quick_eval() if (cfg.eval_every and (
+                        self.iteration % cfg.eval_every == 0 or last)) else None
+                    self.save(metric)
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        return self.last_logged
+
+    def _log_row(self, loss_stats: TensorDict, seconds: float, steps: int) -> dict:
+        episodes = self.stats.read(steps // self.ctx.world_size)
+        means = {k: v.float().mean() for k, v in loss_stats.items()}
+        host = {k: float(v) for k, v in means.items()}
+        host = dist_utils.mean_across_ranks(self.ctx, {**episodes, **host})
+        return {"iteration": self.iteration, "global_step": self.global_step,
+                "sps": steps / max(seconds, 1e-9),
+                "lr": self.optimizer.param_groups[0]["lr"], **host}
+
+    @torch.no_grad()
+    def quick_eval(self) -> float:
+        """Greedy agent, held-out images, ``max_clicks`` clicks: mean final Dice (for best.pt)."""
+        from gpu_env.evaluation import evaluate_clicker
+        from gpu_env.policies import ActionClicker
+        from ppo.evaluate import greedy_actor
+
+        env = self.envs.eval_env
+        ids = torch.arange(len(self.envs.eval_data), device=env.device)
+        self.policy.eval()
+        curves = evaluate_clicker(env, self.envs.eval_data, ActionClicker("agent", greedy_actor(self.policy)),
+                                  ids, num_clicks=self.cfg.max_clicks + 1, progress=False,
+                                  original_resolution=False)
+        self.policy.train()
+        return float(curves.dice[:, -1].mean())
+
+
+class RunLog:
+    """CSV (``progress.csv``, appended across resumes) and optional TensorBoard scalars."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool):
+        self.path = run_dir / "progress.csv"
+        self.fields: list[str] | None = None
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+
+    def write(self, row: dict) -> None:
+        new = not self.path.exists()
+        if self.fields is None:
+            self.fields = list(row)
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self.writer is not None:
+            for k, v in row.items():
+                if k not in ("iteration", "global_step"):
+                    self.writer.add_scalar(k, v, row["global_step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(cfg: TrainConfig) -> Trainer:
+    """Train per ``cfg`` and return the trainer (policy, envs, last logged statistics)."""
+    trainer = Trainer(cfg)
+    trainer.run()
+    return trainer
+
