@@ -16,8 +16,8 @@ considered as boundary"):
   structuring element, as the DAVIS contour measure): precision is the fraction of predicted
   boundary pixels within ``tolerance`` of a GT boundary pixel, recall the converse,
   ``F = 2PR / (P + R)``.
-- **Boundary IoU** uses the band of mask pixels within chessboard distance ``tolerance`` of the
-  contour, ``G_d ∩ G = G & ~erode_{(2d+1)x(2d+1)}(G)`` (Cheng et al. erode ``d`` times with a
+- **Boundary IoU** uses the band of mask pixels within chessboard distance ``d = tolerance`` of
+  a background pixel (or of the outside), ``G_d ∩ G = G & ~erode_{(2d+1)x(2d+1)}(G)`` (Cheng et al. erode ``d`` times with a
   3x3 square, which is the same set), and returns the IoU of the two bands.
 
 Edge values (pinned by tests): both masks empty -> 1.0 for every metric; exactly one empty ->
@@ -42,7 +42,9 @@ def _check_pair(pred: Tensor, gt: Tensor) -> None:
     for name, mask in (("pred", pred), ("gt", gt)):
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 3:
             got = f"dtype={mask.dtype} shape={tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(f"{name} must be a Bool[B, H, W] tensor, got {got}; threshold logits first (`logits > 0`).")
+            raise ValueError(
+                f"{name} must be a Bool[B, H, W] tensor, got {got}; threshold logits first (`logits > 0`)."
+            )
     if pred.shape != gt.shape:
         raise ValueError(f"pred has shape {tuple(pred.shape)} but gt has {tuple(gt.shape)}; they must match.")
 

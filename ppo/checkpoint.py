@@ -87,7 +87,13 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
+) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint`` with ``torch.load(weights_only=True)``.
 
     Raises:
@@ -105,14 +111,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} holds objects other than tensors and plain data, or is "
-            f"corrupt, and was not loaded (weights_only=True): {err}"
+            f"checkpoint {str(path)!r} could not be loaded with weights_only=True: it is "
+            f"corrupt, or holds objects other than tensors and plain data ({_first_line(err)})"
         ) from err
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is truncated or corrupt ({type(err).__name__}: {err}); "
-            "it may come from an interrupted copy. Use another one (last.pt, best.pt or a "
-            "ckpt_<iter>.pt in the same directory)."
+            f"checkpoint {str(path)!r} is truncated or corrupt ({type(err).__name__}: "
+            f"{_first_line(err)}); it may come from an interrupted copy. Use another one "
+            "(last.pt, best.pt or a ckpt_<iter>.pt in the same directory)."
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
@@ -128,7 +134,9 @@ def capture_generators(generators: Mapping[str, torch.Generator]) -> dict[str, t
     return {name: g.get_state().clone() for name, g in generators.items()}
 
 
-def restore_generators(generators: Mapping[str, torch.Generator], states: Mapping[str, torch.Tensor]) -> None:
+def restore_generators(
+    generators: Mapping[str, torch.Generator], states: Mapping[str, torch.Tensor]
+) -> None:
     """Set each named generator's state; the two name sets must match exactly."""
     missing, extra = set(generators) - set(states), set(states) - set(generators)
     if missing or extra:

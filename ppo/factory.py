@@ -54,16 +54,19 @@ def build_segmenter(cfg: TrainConfig, dataset: SegDataset, split: str, device: t
 
 @dataclass
 class RunEnvs:
-    train_env: ClickEnv
+    train_env: ClickEnv | None
     eval_env: ClickEnv
-    train_data: SegDataset
+    train_data: SegDataset | None
     eval_data: SegDataset
 
 
-def build_envs(cfg: TrainConfig, device: torch.device) -> RunEnvs:
-    train = load_split(cfg, cfg.train_split, cfg.train_images)
-    held = load_split(cfg, cfg.eval_split, cfg.eval_images)
+def build_envs(cfg: TrainConfig, device: torch.device, train: bool = True) -> RunEnvs:
+    """Training and held-out envs (``train=False``: the held-out one only, for evaluation)."""
     env_cfg = cfg.env_config()
-    train_env = ClickEnv(build_segmenter(cfg, train, cfg.train_split, device), train, env_cfg)
+    held = load_split(cfg, cfg.eval_split, cfg.eval_images)
     eval_env = ClickEnv(build_segmenter(cfg, held, cfg.eval_split, device), held, env_cfg)
-    return RunEnvs(train_env, eval_env, train, held)
+    if not train:
+        return RunEnvs(None, eval_env, None, held)
+    data = load_split(cfg, cfg.train_split, cfg.train_images)
+    train_env = ClickEnv(build_segmenter(cfg, data, cfg.train_split, device), data, env_cfg)
+    return RunEnvs(train_env, eval_env, data, held)

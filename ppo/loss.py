@@ -27,7 +27,10 @@ Host synchronisation in ``ClipPPOLoss.forward`` (torchrl 0.14.1), and what is do
 Everything else in the forward (clipping, ESS, ``kl_approx``, ``clip_fraction``, ratio
 statistics, explained variance, mean reductions) is device-side. ``tests/test_ppo_loss.py``
 runs a full update with ``.item()``/``.tolist()``/``.cpu()``/``.numpy()``/``__bool__``/
-``__int__``/``__float__`` and boolean-tensor indexing made to raise.
+``__int__``/``__float__``/``__index__`` and boolean-tensor indexing made to raise. The one
+exemption is ``optimizer.step()``: non-capturable Adam keeps its step counter in a CPU
+tensor (even for CUDA parameters) and reads it with ``.item()``, a host read but not a device sync; on CUDA,
+``torch.optim.Adam(..., fused=True)`` keeps the counter on the device.
 
 Not ported from CleanRL: early stopping on ``target_kl`` (it reads ``approx_kl`` on the host
 every minibatch); ``ppo_update`` returns ``approx_kl`` per minibatch so a caller can apply it
@@ -37,6 +40,7 @@ once per update if wanted.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -105,7 +109,9 @@ class CleanRLClipPPOLoss(ClipPPOLoss):
             tensordict = tensordict.detach()
         target_return = tensordict.get(self.tensor_keys.value_target, None)
         if target_return is None:
-            raise KeyError(f"the value target {self.tensor_keys.value_target!r} is missing; run GAE first")
+            raise KeyError(
+                f"the value target {self.tensor_keys.value_target!r} is missing; run GAE first"
+            )
         old_state_value = None
         if self._clip_value_host is not None:
             old_state_value = tensordict.get(self.tensor_keys.value, None)
@@ -141,7 +147,9 @@ class CleanRLClipPPOLoss(ClipPPOLoss):
         return loss_value, clip_fraction, explained_variance
 
 
-def make_ppo_loss(actor: ProbabilisticActor, critic: TensorDictModule, cfg: PPOConfig) -> CleanRLClipPPOLoss:
+def make_ppo_loss(
+    actor: ProbabilisticActor, critic: TensorDictModule, cfg: PPOConfig
+) -> CleanRLClipPPOLoss:
     """ClipPPOLoss with CleanRL's settings (see the module docstring).
 
     ``actor``/``critic`` are ``make_actor_critic``'s: the critic head reads the trunk value the
@@ -169,7 +177,7 @@ def make_ppo_loss(actor: ProbabilisticActor, critic: TensorDictModule, cfg: PPOC
 
 
 def lr_at(iteration: int, num_iterations: int, lr0: float) -> float:
-    """CleanRL's linear annealing for 0-based ``iteration``: ``lr0 * (1 - iteration / num_iterations)``."""
+    """CleanRL's linear annealing, 0-based: ``lr0 * (1 - iteration / num_iterations)``."""
     if not 0 <= iteration < num_iterations:
         raise ValueError(f"iteration={iteration} outside [0, num_iterations={num_iterations})")
     return lr0 * (1.0 - iteration / num_iterations)
@@ -214,6 +222,7 @@ def ppo_update(
     *,
     generator: torch.Generator,
     lr: float | None = None,
+    grad_hook: Callable[[], None] | None = None,
 ) -> TensorDict:
     """``cfg.update_epochs`` shuffled passes of ``cfg.num_minibatches`` clipped-PPO steps.
 
@@ -221,6 +230,8 @@ def ppo_update(
         batch: the rollout, any batch shape (e.g. ``[T, B]``), flattened here to ``[N]``.
         generator: draws the minibatch permutations; on the batch's device.
         lr: if given, set on every param group first (e.g. ``lr_at(it, n_it, cfg.learning_rate)``).
+        grad_hook: called after each ``backward`` and before gradient clipping, e.g. an
+            all-reduce that averages gradients over ranks (so the clipped norm is the global one).
 
     Returns:
         Device-side statistics, a TensorDict of scalars with batch size
@@ -248,6 +259,8 @@ def ppo_update(
             loss = sum(out.get(k) for k in out.keys() if k.startswith("loss_"))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_hook is not None:
+                grad_hook()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             step = {k: v.detach().reshape(()) for k, v in out.items()}

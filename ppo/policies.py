@@ -156,7 +156,8 @@ class SpatialPolicy(nn.Module):
         super().__init__()
         if obs_size < 4 or grid_size < 1 or width < 2:
             raise ValueError(
-                f"need obs_size >= 4, grid_size >= 1, width >= 2; got {obs_size}, {grid_size}, {width}"
+                f"need obs_size >= 4, grid_size >= 1, width >= 2; "
+                f"got {obs_size}, {grid_size}, {width}"
             )
         self.grid_size = grid_size
         self.obs_size = obs_size

@@ -1,0 +1,1 @@
+"""Slow, obviously-correct NumPy/SciPy references that the device code is tested against."""
