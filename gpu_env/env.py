@@ -39,7 +39,7 @@ from gpu_env import oracle, rng
 from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, OBS, SAM_PROB, EnvConfig
 from gpu_env.datasets.base import SegDataset
 from gpu_env.metrics import dice as dice_score
-from gpu_env.reward import boundary_score, step_reward
+from gpu_env.reward import boundary_gt_terms, boundary_score, step_reward
 from sam_batch.segmenter import Segmenter, points_from_pixels
 
 
@@ -94,6 +94,8 @@ class ClickEnv:
         self.rgb = resize_images(dataset.images.to(dev), config.obs_size)  # [N, 3, S, S]
         pool = torch.arange(self.num_images, device=dev) if image_pool is None else image_pool
         self.image_pool = pool.to(dev, torch.int64)
+        # GT-only halves of the boundary metric, once per image (not once per step).
+        self.gt_terms = boundary_gt_terms(self.gt, config)
         self._precompute_initial(init_chunk)
 
     # ------------------------------------------------------------------ constants
@@ -114,7 +116,8 @@ class ClickEnv:
             mask = lg[:, 0] > 0
             logits.append(lg)
             dice.append(dice_score(mask, self.gt[ids]))
-            boundary.append(boundary_score(mask, self.gt[ids], self.config))
+            boundary.append(boundary_score(mask, self.gt[ids], self.config,
+                                           tuple(t[ids] for t in self.gt_terms)))
         self.init_logits = torch.cat(logits)
         self.init_dice = torch.cat(dice)
         self.init_boundary = torch.cat(boundary)
@@ -250,9 +253,10 @@ class ClickEnv:
         logits = torch.where(active[:, None, None, None], out.logits.to(torch.float32),
                              state["logits"])
         mask = logits[:, 0] > 0
-        gt = self.gt[state["image_id"]]
+        ids = state["image_id"]
+        gt = self.gt[ids]
         dice = dice_score(mask, gt)
-        boundary = boundary_score(mask, gt, cfg)
+        boundary = boundary_score(mask, gt, cfg, tuple(t[ids] for t in self.gt_terms))
         reward = step_reward(dice, state["dice"], boundary, state["boundary"], cfg.boundary_weight)
         reward = torch.where(active, reward, 0.0)
         heat = O.add_click(state["heat"], point, label, active, self.input_size, cfg.heatmap_sigma)

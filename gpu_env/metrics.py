@@ -106,32 +106,45 @@ def iou(pred: Tensor, gt: Tensor) -> Tensor:
     return _ratio(_count(pred & gt), _count(pred | gt), empty=1.0)
 
 
-def boundary_fscore(pred: Tensor, gt: Tensor, tolerance: int, engine: str = "shift") -> Tensor:
+def boundary_fscore(pred: Tensor, gt: Tensor, tolerance: int, engine: str = "shift",
+                    gt_terms: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """``Float32[B]`` boundary F-score with a Euclidean match ``tolerance`` in pixels (>= 0).
 
     Both masks empty -> 1.0 (nothing to match). One empty -> 0.0. Otherwise both boundaries are
     non-empty; ``F = 0`` when no boundary pixel is matched. ``engine``: Kornia morphology engine.
+    ``gt_terms``: ``fscore_gt_terms(gt, tolerance)`` precomputed (the env computes it once per
+    image, halving the morphology per step); the result is identical.
     """
     _check_pair(pred, gt)
     _check_tolerance(tolerance, minimum=0)
     disk = disk_kernel(tolerance, pred.device)
-    pred_edge, gt_edge = boundary(pred, 1, engine), boundary(gt, 1, engine)
+    gt_edge, gt_near = fscore_gt_terms(gt, tolerance, engine) if gt_terms is None else gt_terms
+    pred_edge = boundary(pred, 1, engine)
     n_pred, n_gt = _count(pred_edge), _count(gt_edge)
-    precision = _ratio(_count(pred_edge & dilate(gt_edge, disk, engine)), n_pred, empty=0.0)
+    precision = _ratio(_count(pred_edge & gt_near), n_pred, empty=0.0)
     recall = _ratio(_count(gt_edge & dilate(pred_edge, disk, engine)), n_gt, empty=0.0)
     fscore = _ratio(2.0 * precision * recall, precision + recall, empty=0.0)
     both_empty = (n_pred == 0) & (n_gt == 0)
     return torch.where(both_empty, 1.0, fscore)
 
 
-def boundary_iou(pred: Tensor, gt: Tensor, tolerance: int, engine: str = "shift") -> Tensor:
+def fscore_gt_terms(gt: Tensor, tolerance: int, engine: str = "shift") -> tuple[Tensor, Tensor]:
+    """The prediction-independent half of ``boundary_fscore``: ``(gt boundary, pixels within
+    tolerance of it)``, both ``Bool[B, H, W]``."""
+    edge = boundary(gt, 1, engine)
+    return edge, dilate(edge, disk_kernel(tolerance, gt.device), engine)
+
+
+def boundary_iou(pred: Tensor, gt: Tensor, tolerance: int, engine: str = "shift",
+                 gt_band: Tensor | None = None) -> Tensor:
     """``Float32[B]`` Boundary IoU (Cheng et al. 2021) with band width ``d = tolerance`` (>= 1)
     pixels, chessboard distance: ``|(G_d∩G) ∩ (P_d∩P)| / |(G_d∩G) ∪ (P_d∩P)|``.
 
     Both masks empty -> 1.0; one empty -> 0.0 (the other's band is non-empty).
-    ``engine``: Kornia morphology engine.
+    ``engine``: Kornia morphology engine. ``gt_band``: ``boundary(gt, tolerance)`` precomputed.
     """
     _check_pair(pred, gt)
     _check_tolerance(tolerance, minimum=1)
-    pred_band, gt_band = boundary(pred, tolerance, engine), boundary(gt, tolerance, engine)
+    pred_band = boundary(pred, tolerance, engine)
+    gt_band = boundary(gt, tolerance, engine) if gt_band is None else gt_band
     return _ratio(_count(pred_band & gt_band), _count(pred_band | gt_band), empty=1.0)

@@ -14,11 +14,21 @@ from gpu_env import metrics
 from gpu_env.config import EnvConfig
 
 
-def boundary_score(pred: Tensor, gt: Tensor, config: EnvConfig) -> Tensor:
-    """The configured boundary metric of ``pred`` vs ``gt`` (``[B, M, M]`` bool) -> ``[B]``."""
+def boundary_gt_terms(gt: Tensor, config: EnvConfig) -> tuple[Tensor, ...]:
+    """The GT-only part of the configured boundary metric (computed once per image)."""
     if config.boundary_metric == "fscore":
-        return metrics.boundary_fscore(pred, gt, config.boundary_tolerance)
-    return metrics.boundary_iou(pred, gt, config.boundary_tolerance)
+        return metrics.fscore_gt_terms(gt, config.boundary_tolerance)
+    return (metrics.boundary(gt, config.boundary_tolerance),)
+
+
+def boundary_score(pred: Tensor, gt: Tensor, config: EnvConfig,
+                   gt_terms: tuple[Tensor, ...] | None = None) -> Tensor:
+    """The configured boundary metric of ``pred`` vs ``gt`` (``[B, M, M]`` bool) -> ``[B]``;
+    ``gt_terms`` from ``boundary_gt_terms`` (same rows) skips the GT morphology."""
+    if config.boundary_metric == "fscore":
+        return metrics.boundary_fscore(pred, gt, config.boundary_tolerance, gt_terms=gt_terms)
+    return metrics.boundary_iou(pred, gt, config.boundary_tolerance,
+                                gt_band=None if gt_terms is None else gt_terms[0])
 
 
 def step_reward(dice_new: Tensor, dice_old: Tensor, boundary_new: Tensor, boundary_old: Tensor,

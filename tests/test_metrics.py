@@ -262,3 +262,16 @@ def test_metrics_on_cuda_match_cpu_without_sync():
         torch.cuda.set_sync_debug_mode("default")
     for a, b in zip(got, expected):
         torch.testing.assert_close(a.cpu(), b, rtol=0, atol=0)
+
+
+def test_precomputed_gt_terms_give_identical_scores():
+    from gpu_env.metrics import boundary, boundary_fscore, boundary_iou, fscore_gt_terms
+
+    g = torch.Generator().manual_seed(3)
+    pred = torch.rand(5, 40, 40, generator=g) > 0.6
+    gt = torch.rand(5, 40, 40, generator=g) > 0.4
+    for tol in (1, 2, 3):
+        assert torch.equal(boundary_fscore(pred, gt, tol),
+                           boundary_fscore(pred, gt, tol, gt_terms=fscore_gt_terms(gt, tol)))
+        assert torch.equal(boundary_iou(pred, gt, tol),
+                           boundary_iou(pred, gt, tol, gt_band=boundary(gt, tol)))
