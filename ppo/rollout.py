@@ -72,6 +72,8 @@ def collect(env: ClickEnv, state: TensorDict, ac: ActorCritic, buffer: TensorDic
     generator it was built with. ``initial_dice [B]`` is the Dice of the initial user click of
     each row's current episode (for the Dice-gain statistic). Returns the env state and
     ``initial_dice`` to continue from."""
+    keys = [k for k in buffer.keys() if k not in ("advantage", "value_target")]
+    storage = buffer.select(*keys)  # shares the buffer's tensors
     for t in range(buffer.batch_size[0]):
         td = ac.policy_value(env.observe(state))
         nxt, out = env.step(state, td[ACTION])
@@ -81,5 +83,5 @@ def collect(env: ClickEnv, state: TensorDict, ac: ActorCritic, buffer: TensorDic
         initial_dice = torch.where(out["done"], state["dice"], initial_dice)
         td.update({"next_value": next_value[:, 0], "reward": out["reward"],
                    "terminated": out["terminated"], "done": out["done"]})
-        buffer[t] = td.select(*buffer.keys())
+        storage[t] = td.select(*keys)
     return state, initial_dice

@@ -90,7 +90,8 @@ class Trainer:
         self.initial_dice = self.state["dice"].clone()
         self.stats = EpisodeStats(self.local_envs, self.device)
         self.nonfinite = torch.zeros(len(NONFINITE_WHERE), dtype=torch.bool, device=self.device)
-        example = self.ac.policy_value(self.env.observe(self.state).clone())
+        with torch.no_grad():
+            example = self.ac.policy_value(self.env.observe(self.state).clone())
         self.buffer = allocate_buffer(example, cfg.num_steps)
         for key in ("advantage", "value_target"):
             self.buffer[key] = torch.zeros_like(self.buffer[STATE_VALUE])
@@ -173,8 +174,11 @@ class Trainer:
             )
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> dict:
+    def run(self, stop_at: int | None = None) -> dict:
+        """Train until ``cfg.num_iterations`` (or until iteration ``stop_at``, e.g. to split a
+        run in two for the resume test); returns the last logged statistics row."""
         cfg = self.cfg
+        end = cfg.num_iterations if stop_at is None else min(stop_at, cfg.num_iterations)
         rank0 = self.ctx.rank == 0
         if rank0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -187,10 +191,10 @@ class Trainer:
         t0, steps0 = time.perf_counter(), self.global_step
         loss_stats = None
         try:
-            while self.iteration < cfg.num_iterations:
+            while self.iteration < end:
                 loss_stats = self.iterate()
                 bar.update(cfg.batch_size)
-                last = self.iteration == cfg.num_iterations
+                last = self.iteration == end
                 if self.iteration % cfg.log_every == 0 or last:
                     self.check_finite()
                     row = self._log_row(loss_stats, time.perf_counter() - t0,
