@@ -38,25 +38,10 @@ from gpu_env import observation as O
 from gpu_env import oracle, rng
 from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, OBS, SAM_PROB, EnvConfig
 from gpu_env.datasets.base import SegDataset
+from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
 from gpu_env.reward import boundary_gt_terms, boundary_score, step_reward
 from sam_batch.segmenter import Segmenter, points_from_pixels
-
-
-def resize_masks(masks: Tensor, size: int) -> Tensor:
-    """Binary ``[N, H, W]`` -> ``[N, size, size]`` (area average, then >= 0.5)."""
-    if masks.shape[-1] == size and masks.shape[-2] == size:
-        return masks.bool()
-    area = F.interpolate(masks[:, None].float(), size=(size, size), mode="area")[:, 0]
-    return area >= 0.5
-
-
-def resize_images(images: Tensor, size: int) -> Tensor:
-    """uint8 ``[N, 3, H, W]`` -> uint8 ``[N, 3, size, size]`` (area average)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    out = F.interpolate(images.float(), size=(size, size), mode="area")
-    return out.round().clamp(0, 255).to(torch.uint8)
 
 
 class ClickEnv:
@@ -90,7 +75,7 @@ class ClickEnv:
         self.mask_size = M = segmenter.mask_size
         self.input_size = segmenter.input_size
         dev = self.device
-        self.gt = resize_masks(dataset.masks.to(dev), M)  # [N, M, M]
+        self.gt = resize_masks(dataset.masks.to(dev).bool(), M)  # [N, M, M]
         self.rgb = resize_images(dataset.images.to(dev), config.obs_size)  # [N, 3, S, S]
         pool = torch.arange(self.num_images, device=dev) if image_pool is None else image_pool
         self.image_pool = pool.to(dev, torch.int64)

@@ -43,6 +43,10 @@ class TrainConfig:
     """SAM2.1 config name (sam2 package)."""
     sam2_checkpoint: str | None = None
     """Local SAM2 checkpoint; None = random weights (benchmarks only)."""
+    sam2_seed: int = 0
+    """Seed of random SAM2 weights (only without a checkpoint; must match the cache's)."""
+    sam2_image_size: int | None = None
+    """Override of SAM2's input size (small random-weight models; must match the cache's)."""
     feature_cache: str | None = None
     """Feature cache directory made by ``scripts.embed`` (per split; ``{split}`` is replaced)."""
 

@@ -41,9 +41,12 @@ def build_segmenter(cfg: TrainConfig, dataset: SegDataset, split: str, device: t
             "segmenter='sam2' needs --feature-cache: build it first with "
             "`python -m scripts.embed --dataset ... --out caches/<name>` for each split."
         )
-    model = build_sam(cfg.sam2_config, cfg.sam2_checkpoint, device=device)
+    model = build_sam(cfg.sam2_config, cfg.sam2_checkpoint, device=device, seed=cfg.sam2_seed,
+                      image_size=cfg.sam2_image_size)
+    fingerprint = checkpoint_fingerprint(cfg.sam2_checkpoint, cfg.sam2_config, cfg.sam2_seed,
+                                         cfg.sam2_image_size)
     cache = load_cache(cfg.feature_cache.replace("{split}", split), device,
-                       expect_fingerprint=checkpoint_fingerprint(cfg.sam2_checkpoint, cfg.sam2_config))
+                       expect_fingerprint=fingerprint)
     if list(cache.meta["image_ids"]) != list(dataset.ids):
         raise ValueError(
             f"feature cache {cfg.feature_cache!r} holds other images than split {split!r} of "

@@ -11,6 +11,7 @@ from tensordict import TensorDict
 from gpu_env import observation as O
 from gpu_env.config import ACTION_MASK, GT_ERROR, OBS, SAM_PROB, EnvConfig
 from gpu_env.datasets import load_dataset
+from gpu_env.datasets.io import resize_images
 from gpu_env.env import ClickEnv
 from gpu_env.metrics import dice as dice_score
 from gpu_env.oracle import first_click
@@ -174,8 +175,8 @@ def test_observation_channels_and_optional_keys(data):
     obs = env.observe(state)
     x = obs[OBS]
     assert x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
-    rgb = data.images[state["image_id"]].float() / 255  # dataset already at 256 -> area to 128
-    torch.testing.assert_close(x[:, :3], torch.nn.functional.avg_pool2d(rgb, 2), atol=1 / 255 + 1e-6, rtol=0)
+    rgb = resize_images(data.images[state["image_id"]], 128).float() / 255
+    torch.testing.assert_close(x[:, :3], rgb, atol=1e-6, rtol=0)
     assert torch.equal(x[:, 3].bool(), state["mask"][:, ::2, ::2])
     assert obs[SAM_PROB].shape == (B, 1, 128, 128)
     fn = obs[GT_ERROR][:, 0].bool()
