@@ -128,17 +128,20 @@ class SAM2ClickEnv:
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode on a random image (or ``options={"image_index": i}``)."""
-        if seed is not None or self._state is None:
-            self._seed = self._seed if seed is None else int(seed)
-            self._state = self.env.initial_state(1, self._seed)
         ids = None
         if options and "image_index" in options:
             i = int(options["image_index"])
             if not 0 <= i < len(self.dataset):
                 raise ValueError(f"image_index {i} out of range [0, {len(self.dataset)})")
             ids = torch.tensor([i], device=self.env.device)
-        self._state = self.env.reset(self._state, torch.ones(1, dtype=torch.bool,
-                                                             device=self.env.device), ids)
+        if seed is not None or self._state is None:
+            # A fresh row keyed by the seed: its first draw is this episode's image.
+            self._seed = self._seed if seed is None else int(seed)
+            self._state = self.env.initial_state(1, self._seed)
+            if ids is None:
+                return self._obs(), self._info()
+        every = torch.ones(1, dtype=torch.bool, device=self.env.device)
+        self._state = self.env.reset(self._state, every, ids)
         return self._obs(), self._info()
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
