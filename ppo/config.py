@@ -75,8 +75,10 @@ class TrainConfig:
     # --- policy
     policy: Literal["spatial", "proto"] = "spatial"
     """``spatial`` (fully convolutional logit map) or ``proto`` (prototype-sized CNN)."""
-    width: int = 32
+    width: int = 16
     """Base channel width of the spatial policy."""
+    patch_stem: bool = True
+    """Spatial policy stem: one 4x4/4 conv (cheap, CPU default) instead of two 3x3/2 convs."""
 
     # --- PPO
     total_timesteps: int = 200_000

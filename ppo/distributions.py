@@ -10,7 +10,7 @@ Why not ``torch.distributions.Categorical`` or TorchRL's ``MaskedCategorical`` a
   then has ``log_prob = -inf`` for every action (the PPO ratio becomes ``exp(-inf + inf) = nan``)
   and ``multinomial`` rejects it. Here masked logits are ``torch.finfo(dtype).min`` (finite,
   so ``0 * logit`` stays 0 in the entropy and its gradient), and a row with no allowed action
-  falls back to the unmasked logits (see ``_apply_mask``).
+  falls back to the unmasked logits (see ``apply_mask``).
 - both inherit ``Distribution``'s argument validation, whose ``if not valid.all()`` is a host
   sync; ``validate_args=False`` is passed explicitly here (TorchRL only happens to switch the
   global default off as an import side effect).
@@ -24,7 +24,7 @@ import torch.distributions as D
 __all__ = ["GeneratorCategorical"]
 
 
-def _apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Masked logits ``[*, A]``: disallowed entries set to the dtype's most negative finite value.
 
     A row with no allowed action (the env should never produce one, but a bug or an edge case
@@ -63,7 +63,7 @@ class GeneratorCategorical(D.Categorical):
         generator: torch.Generator | None = None,
     ) -> None:
         self._generator = generator
-        super().__init__(logits=_apply_mask(logits, mask), validate_args=False)
+        super().__init__(logits=apply_mask(logits, mask), validate_args=False)
 
     @property
     def deterministic_sample(self) -> torch.Tensor:

@@ -7,19 +7,22 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict
 
+from gpu_env.config import ACTION_MASK
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
 from gpu_env.evaluation import Curves, evaluate_clicker, format_table, write_results
 from gpu_env.policies import ActionClicker, OracleClicker, RandomClicker
+from ppo.distributions import apply_mask
 
 
 def greedy_actor(policy: torch.nn.Module):
-    """``obs -> argmax action`` of a policy returning ``(logits, value)``."""
+    """``obs -> argmax action`` of a policy (``ProtoCNN``/``SpatialPolicy``), honouring the
+    observation's ``action_mask`` the way training's distribution does."""
 
     @torch.no_grad()
     def act(obs: TensorDict) -> torch.Tensor:
-        logits, _ = policy(obs)
-        return logits.argmax(dim=-1)
+        logits, _ = policy(**{k: obs[k] for k in policy.in_keys})
+        return apply_mask(logits, obs.get(ACTION_MASK, None)).argmax(dim=-1)
 
     return act
 

@@ -43,7 +43,8 @@ def build_policy(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
         if cfg.policy == "spatial":
             net = SpatialPolicy(grid_size=cfg.grid_size, obs_size=cfg.obs_size, width=cfg.width,
                                 use_sam_prob=cfg.obs_sam_prob, use_gt_error=use_gt,
-                                use_image_embedding=cfg.obs_image_embedding)
+                                use_image_embedding=cfg.obs_image_embedding,
+                                patch_stem=cfg.patch_stem)
         else:
             net = ProtoCNN(num_actions=2 * cfg.grid_size ** 2, obs_size=cfg.obs_size,
                            use_gt_error=use_gt)
