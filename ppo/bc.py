@@ -1,0 +1,49 @@
+"""Behaviour-cloning warm start: imitate the RITM oracle's grid clicks before PPO.
+
+The teacher is ``OracleClicker(grid=True)`` (the oracle's click snapped to its grid cell), which
+reads the ground truth; the student is the policy, which sees only its observation. In
+simulated-user mode that observation holds the GT error maps, so the oracle is learnable
+exactly; in automatic-refinement mode the student must predict the oracle's click from the
+image and the current mask alone, which uses the training labels the reward already needs
+and puts no ground truth into the observation. Episodes follow the teacher's clicks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDict
+
+from gpu_env.env import ClickEnv
+from gpu_env.policies import OracleClicker
+
+
+def oracle_actions(env: ClickEnv, state: TensorDict, obs: TensorDict) -> torch.Tensor:
+    """The teacher's action ``[B]`` in the DESIGN.md coding (label 0 = fg)."""
+    _, sam_label, cell = OracleClicker(grid=True)(env, state, obs)
+    G2 = env.config.grid_size ** 2
+    return (1 - sam_label) * G2 + cell
+
+
+def behaviour_cloning(env: ClickEnv, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      steps: int, batch_size: int, seed: int, max_grad_norm: float = 0.5,
+                      progress=None) -> list[torch.Tensor]:
+    """``steps`` cross-entropy updates of ``policy`` towards the oracle's actions on ``batch_size``
+    episodes that follow the oracle. Returns the per-step losses (device tensors)."""
+    state = env.initial_state(batch_size, seed)
+    losses = []
+    for _ in range(steps):
+        obs = env.observe(state)
+        target = oracle_actions(env, state, obs)
+        logits, _ = policy(**{k: obs[k] for k in policy.in_keys})
+        # Unmasked logits: the teacher may pick an unclicked pixel inside a clicked cell.
+        loss = F.cross_entropy(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+        optimizer.step()
+        losses.append(loss.detach())
+        state, _, _ = env.step_autoreset(state, target)
+        if progress is not None:
+            progress()
+    return losses
