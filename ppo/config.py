@@ -49,6 +49,9 @@ class TrainConfig:
     """Override of SAM2's input size (small random-weight models; must match the cache's)."""
     feature_cache: str | None = None
     """Feature cache directory made by ``scripts.embed`` (per split; ``{split}`` is replaced)."""
+    shard_data: bool = False
+    """Multi-process runs: rank r trains on images r::world_size only and loads only their
+    features (for training sets larger than one GPU's memory); off: every rank holds them all."""
 
     # --- environment
     grid_size: int = 32

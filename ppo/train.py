@@ -71,10 +71,16 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, envs: RunEnvs | None = None):
         cfg.validate()
         self.cfg = cfg
-        self.ctx = dist_utils.context()
-        self.device = dist_utils.device_for(self.ctx, resolve_device(cfg.device))
+        requested = resolve_device(cfg.device)
+        self.ctx = dist_utils.context(requested)  # gloo for a CPU run even where CUDA exists
+        self.device = dist_utils.device_for(self.ctx, requested)
         self.run_dir = Path(cfg.out_dir) / cfg.exp_name
-        self.envs = envs if envs is not None else build_envs(cfg, self.device)
+        # num_envs is the global batch: each rank steps its own num_envs / world_size rows.
+        self.local_envs = dist_utils.check_batch_split(cfg.num_envs, cfg.num_steps,
+                                                       cfg.num_minibatches, self.ctx)
+        self.envs = envs if envs is not None else build_envs(
+            cfg, self.device, rank=self.ctx.rank, world_size=self.ctx.world_size,
+            held_out=self.ctx.rank == 0)
         self.env: ClickEnv = self.envs.train_env
         self.ppo_cfg = ppo_config(cfg)
         self.policy = build_policy(cfg, self.device)
@@ -86,7 +92,6 @@ class Trainer:
                                                  use_action_mask=cfg.action_mask)
         self.loss_module = make_ppo_loss(self.ac.actor, self.ac.critic, self.ppo_cfg)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
-        self.local_envs = cfg.num_envs // self.ctx.world_size
         self.state = self.env.initial_state(self.local_envs, dist_utils.rank_seed(cfg.seed, self.ctx))
         self.initial_dice = self.state["dice"].clone()
         self.stats = EpisodeStats(self.local_envs, self.device)
@@ -105,14 +110,22 @@ class Trainer:
             self.load(cfg.resume)
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict:
+    def rank_state_dict(self) -> dict:
+        """What differs between ranks: the sampler, env rows and episode statistics."""
         return {
-            "model": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "generators": capture_generators({"sampler": self.generator}),
             "env_state": self.state.to_dict(),
             "initial_dice": self.initial_dice,
             "stats": self.stats.state_dict(),
+        }
+
+    def state_dict(self) -> dict:
+        """This process's training state (a checkpoint of a multi-process run adds every
+        rank's ``rank_state_dict`` under ``"ranks"``, see ``save``)."""
+        return {
+            "model": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            **self.rank_state_dict(),
             "counters": {"iteration": self.iteration, "global_step": self.global_step,
                          "world_size": self.ctx.world_size},
             "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
@@ -120,26 +133,38 @@ class Trainer:
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore everything for an exact continuation (policy, optimizer, generator, env
-        state, statistics, counters). A checkpoint written with another world size restores
-        the weights and optimizer exactly and re-keys the env rows and sampler per rank."""
+        state, statistics, counters). A multi-process checkpoint restores each rank's own
+        rows and sampler. One written with another world size (or data sharding) restores the
+        weights and optimizer exactly and re-keys the env rows and sampler per rank."""
         ck = load_checkpoint(path, map_location=self.device)
         self.policy.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         counters = ck["counters"]
         self.iteration, self.global_step = counters["iteration"], counters["global_step"]
         self.keeper.load_state_dict(ck)
-        if counters.get("world_size", 1) == self.ctx.world_size:
-            restore_generators({"sampler": self.generator}, ck["generators"])
-            self.state = TensorDict(ck["env_state"], batch_size=[self.local_envs],
+        # Saved rows index the saving rank's images: reusable only with the same ranks/shards.
+        same_rows = counters.get("world_size", 1) == self.ctx.world_size and (
+            not self.ctx.enabled
+            or json.loads(ck["config"]).get("shard_data", False) == self.cfg.shard_data)
+        if same_rows:
+            mine = ck["ranks"][self.ctx.rank] if "ranks" in ck else ck
+            restore_generators({"sampler": self.generator}, mine["generators"])
+            self.state = TensorDict(mine["env_state"], batch_size=[self.local_envs],
                                     device=self.device)
-            self.initial_dice = ck["initial_dice"].to(self.device)
-            self.stats.load_state_dict(ck["stats"])
-        else:  # different number of ranks: new rollouts, same learner state
-            self.generator.manual_seed(dist_utils.rank_seed(self.cfg.seed + self.iteration, self.ctx))
+            self.initial_dice = mine["initial_dice"].to(self.device)
+            self.stats.load_state_dict(mine["stats"])
+        else:  # other ranks or shards: new rollouts, same learner state
+            seed = dist_utils.rank_seed(self.cfg.seed + self.iteration, self.ctx)
+            self.generator.manual_seed(seed)
+            self.state = self.env.initial_state(self.local_envs, seed)
+            self.initial_dice = self.state["dice"].clone()
 
     def save(self, metric: float | None) -> None:
+        """Rank 0 writes the checkpoint, with every rank's rollout state (a collective)."""
+        ranks = dist_utils.gather_to_rank0(self.ctx, self.rank_state_dict())
         if self.ctx.rank == 0:
-            self.keeper.save(self.iteration, self.state_dict(), metric)
+            state = self.state_dict() if ranks is None else {**self.state_dict(), "ranks": ranks}
+            self.keeper.save(self.iteration, state, metric)
 
     # ------------------------------------------------------------------ one iteration
     def iterate(self) -> TensorDict:
@@ -208,9 +233,17 @@ class Trainer:
                                     dice=f"{row['final_dice']:.3f}", refresh=False)
                 if self.iteration % cfg.checkpoint_every == 0 or last:
                     self.check_finite()
-                    metric = self.quick_eval() if (cfg.eval_every and (
+                    metric = self.quick_eval() if (rank0 and cfg.eval_every and (
                         self.iteration % cfg.eval_every == 0 or last)) else None
                     self.save(metric)
+        except RuntimeError as err:
+            # A collective that failed because another rank aborted: say which and why.
+            cause = dist_utils.peer_failure(self.ctx)
+            if cause is None:
+                raise
+            raise dist_utils.PeerFailedError(
+                f"rank {self.ctx.rank} stopped because another process failed: {cause}"
+            ) from err
         finally:
             bar.close()
             if log is not None:

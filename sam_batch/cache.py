@@ -29,7 +29,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -381,10 +381,16 @@ def load_cache(
     expect_fingerprint: str | None = None,
     expect_image_size: int | None = None,
     chunk: int = 64,
+    indices: Sequence[int] | None = None,
 ) -> FeatureCache:
     """Load a finished cache onto ``device`` (copied in chunks of ``chunk`` images, so host
     memory stays bounded), refusing incomplete caches and, when asked, caches built with
-    another config / checkpoint fingerprint / image size."""
+    another config / checkpoint fingerprint / image size.
+
+    ``indices``: load only these images, in this order (e.g. one process's shard of a
+    multi-process run). The ``.npy`` files are memory-mapped, so only those images' rows are
+    read from disk and only they reach ``device``; the returned ``meta`` then describes the
+    subset (its ``num_images``, ``image_ids`` and ``original_sizes``)."""
     d = Path(path)
     if d.name.endswith(".partial"):
         raise CacheError(f"{d} is an unfinished cache (.partial); re-run the encoding to finish it")
@@ -408,6 +414,7 @@ def load_cache(
     done_f = d / "done.npy"
     if not done_f.is_file() or not bool(np.load(done_f, allow_pickle=False).all()):
         raise CacheError(f"{d} has images not marked done in done.npy; rebuild the cache")
+    rows = _check_indices(indices, meta.num_images, d)
     dtype = _TORCH_DTYPES[meta.dtype]
     out = []
     for k in LEVELS:
@@ -418,9 +425,28 @@ def load_cache(
         if a.shape != (meta.num_images, *meta.shapes[k]) or a.dtype != np.dtype(meta.storage_dtype):
             raise CacheError(f"{f} has shape {a.shape} {a.dtype}, meta.json says "
                              f"{(meta.num_images, *meta.shapes[k])} {meta.storage_dtype}; rebuild the cache")
-        t = torch.empty(a.shape, dtype=dtype, device=device)
-        for s in range(0, a.shape[0], chunk):
-            t[s : s + chunk].copy_(_from_storage(a[s : s + chunk], dtype))
+        n = a.shape[0] if rows is None else len(rows)
+        t = torch.empty((n, *a.shape[1:]), dtype=dtype, device=device)
+        for s in range(0, n, chunk):
+            # Fancy indexing a memmap reads just the listed images' rows from disk.
+            part = a[s : s + chunk] if rows is None else a[rows[s : s + chunk]]
+            t[s : s + chunk].copy_(_from_storage(part, dtype))
         out.append(t)
         del a
+    if rows is not None:
+        meta = replace(meta, num_images=len(rows), image_ids=[meta.image_ids[i] for i in rows],
+                       original_sizes=[meta.original_sizes[i] for i in rows])
     return FeatureCache(out[0], out[1], out[2], meta)
+
+
+def _check_indices(indices: Sequence[int] | None, n: int, d: Path) -> np.ndarray | None:
+    if indices is None:
+        return None
+    rows = np.asarray([int(i) for i in indices], dtype=np.int64)
+    if rows.size == 0 or rows.min() < 0 or rows.max() >= n or np.unique(rows).size != rows.size:
+        raise CacheError(
+            f"indices for {d} must be unique image indices in [0, {n}); got {rows.size} indices "
+            f"(min {rows.min() if rows.size else None}, max {rows.max() if rows.size else None}). "
+            "Pass the positions of the wanted images in the cache's image_ids."
+        )
+    return rows

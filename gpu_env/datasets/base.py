@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -46,4 +46,25 @@ class SegDataset:
         return SegDataset(
             self.name, self.split, list(self.ids), self.images.to(device), self.masks.to(device),
             list(self.original_sizes), self.load_original,
+        )
+
+    def subset(self, indices: Sequence[int]) -> "SegDataset":
+        """The images ``indices`` (in that order) as a dataset of their own: working tensors
+        are indexed, ``load_original(j)`` reads original ``indices[j]``. Used to give each
+        process of a multi-process run its own shard of the training images."""
+        idx = [int(i) for i in indices]
+        n = len(self)
+        bad = [i for i in idx if not 0 <= i < n]
+        if not idx or bad or len(set(idx)) != len(idx):
+            why = ("none (an empty subset)" if not idx else f"out of range: {bad[:5]}" if bad
+                   else "duplicates")
+            raise ValueError(
+                f"subset of {self.name}/{self.split}: expected unique indices in [0, {n}), "
+                f"got {len(idx)} with {why}; pass distinct valid image indices."
+            )
+        load = self.load_original
+        rows = torch.tensor(idx, dtype=torch.int64, device=self.images.device)
+        return SegDataset(
+            self.name, self.split, [self.ids[i] for i in idx], self.images[rows],
+            self.masks[rows], [self.original_sizes[i] for i in idx], lambda j: load(idx[j]),
         )
