@@ -113,7 +113,9 @@ class TrainConfig:
     max_grad_norm: float = 0.5
     """Global gradient-norm clip."""
     bc_steps: int = 0
-    """Behaviour-cloning warm-start updates from the oracle before PPO (simulated user)."""
+    """Behaviour-cloning warm-start updates imitating the oracle's grid clicks before PPO."""
+    bc_lr: float = 1e-3
+    """Learning rate of the behaviour-cloning warm start."""
 
     # --- logging, checkpoints, evaluation
     log_every: int = 10
@@ -133,7 +135,7 @@ class TrainConfig:
 
     # --- speed
     compile: bool = False
-    """``torch.compile`` the policy forward."""
+    """``torch.compile(fullgraph=True)`` the policy forward and the env step."""
     autocast: Literal["none", "bf16"] = "none"
     """Mixed precision of the segmenter decode and policy forward (GPU)."""
 

@@ -6,6 +6,8 @@ at checkpoints; the per-step and per-minibatch work never leaves the device.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import json
 import os
@@ -91,6 +93,10 @@ class Trainer:
         self.ac: ActorCritic = make_actor_critic(self.policy, generator=self.generator,
                                                  use_action_mask=cfg.action_mask)
         self.loss_module = make_ppo_loss(self.ac.actor, self.ac.critic, self.ppo_cfg)
+        if cfg.compile:  # parity of both paths vs eager is checked in bench/bench_train.py
+            self.policy.compile(fullgraph=True, dynamic=False)
+            self.env = copy.copy(self.env)  # a private view whose step is compiled
+            self.env.step = torch.compile(self.env.step, fullgraph=True, dynamic=False)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.state = self.env.initial_state(self.local_envs, dist_utils.rank_seed(cfg.seed, self.ctx))
         self.initial_dice = self.state["dice"].clone()
@@ -170,23 +176,47 @@ class Trainer:
     def iterate(self) -> TensorDict:
         """Collect ``T x B`` steps and run the PPO update; returns device-side loss stats."""
         cfg = self.cfg
-        self.state, self.initial_dice = collect(self.env, self.state, self.ac, self.buffer,
-                                                self.stats, self.initial_dice)
+        with self.precision():
+            self.state, self.initial_dice = collect(self.env, self.state, self.ac, self.buffer,
+                                                    self.stats, self.initial_dice)
         buf = self.buffer
         adv, target = compute_gae(buf["reward"], buf[STATE_VALUE][..., 0], buf["next_value"],
                                   buf["terminated"], buf["done"], cfg.gamma, cfg.gae_lambda)
         buf["advantage"] = adv[..., None]
         buf["value_target"] = target[..., None]
         lr = lr_at(self.iteration, cfg.num_iterations, cfg.learning_rate) if cfg.anneal_lr else None
-        out = ppo_update(self.loss_module, self.optimizer, buf, self.ppo_cfg,
-                         generator=self.generator, lr=lr,
-                         grad_hook=dist_utils.grad_allreduce_hook(self.ctx, self.policy))
+        with self.precision():
+            out = ppo_update(self.loss_module, self.optimizer, buf, self.ppo_cfg,
+                             generator=self.generator, lr=lr,
+                             grad_hook=dist_utils.grad_allreduce_hook(self.ctx, self.policy))
         loss_sum = sum(out[k].sum() for k in out.keys() if k.startswith("loss_"))
         self.nonfinite |= torch.stack((~torch.isfinite(buf["reward"]).all(),
                                        ~torch.isfinite(adv).all(), ~torch.isfinite(loss_sum)))
         self.iteration += 1
         self.global_step += cfg.num_steps * cfg.num_envs
         return out
+
+    def precision(self):
+        """bf16 autocast of decode, policy and loss when ``cfg.autocast == "bf16"`` (the
+        parameters, optimizer, metrics and rewards stay fp32)."""
+        if self.cfg.autocast == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def warm_start(self) -> None:
+        """Behaviour cloning from the oracle (``cfg.bc_steps`` updates with its own Adam, so
+        PPO's optimizer starts fresh); every rank clones on its own rows, rank 0's weights win."""
+        from ppo.bc import behaviour_cloning
+
+        opt = torch.optim.Adam(self.policy.parameters(), lr=self.cfg.bc_lr)
+        bar = tqdm(total=self.cfg.bc_steps, desc="behaviour cloning", leave=False,
+                   disable=not (self.cfg.progress and self.ctx.rank == 0))
+        with self.precision():
+            behaviour_cloning(self.env, self.policy, opt, self.cfg.bc_steps, self.local_envs,
+                              seed=dist_utils.rank_seed(self.cfg.seed + 7919, self.ctx),
+                              max_grad_norm=self.cfg.max_grad_norm, progress=lambda: bar.update())
+        bar.close()
+        dist_utils.broadcast_parameters(self.ctx, self.policy)
 
     def check_finite(self) -> None:
         """Host read of the non-finite flags (all ranks agree); raises naming where."""
@@ -214,6 +244,8 @@ class Trainer:
         bar = tqdm(total=cfg.num_iterations * cfg.batch_size, initial=self.global_step,
                    unit="step", desc="train", disable=not (cfg.progress and rank0),
                    dynamic_ncols=True)
+        if cfg.bc_steps and self.iteration == 0:  # not again on resume
+            self.warm_start()
         t0, steps0 = time.perf_counter(), self.global_step
         loss_stats = None
         try:
