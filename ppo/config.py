@@ -31,9 +31,9 @@ class TrainConfig:
     """Split the agent trains on."""
     eval_split: str = "val"
     """Held-out split for evaluation."""
-    train_images: int = 512
+    train_images: int = 256
     """Number of synthetic training images (ignored for folders)."""
-    eval_images: int = 128
+    eval_images: int = 64
     """Number of held-out images evaluated (the first ones of ``eval_split``)."""
     image_size: int = 256
     """Working size of dataset images kept on the device."""
@@ -84,7 +84,7 @@ class TrainConfig:
     """Spatial policy stem: one 4x4/4 conv (cheap, CPU default) instead of two 3x3/2 convs."""
 
     # --- PPO
-    total_timesteps: int = 200_000
+    total_timesteps: int = 25_600
     """Environment steps (agent clicks) in total."""
     num_envs: int = 64
     """Parallel episodes B."""
@@ -118,9 +118,9 @@ class TrainConfig:
     """Learning rate of the behaviour-cloning warm start."""
 
     # --- logging, checkpoints, evaluation
-    log_every: int = 10
+    log_every: int = 5
     """Iterations between host reads of the device-side statistics."""
-    checkpoint_every: int = 50
+    checkpoint_every: int = 20
     """Iterations between periodic checkpoints."""
     keep_checkpoints: int = 3
     """Periodic checkpoints kept (last.pt and best.pt are always kept)."""

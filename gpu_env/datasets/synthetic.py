@@ -79,7 +79,8 @@ def _draw(gen: torch.Generator, n: int, aspect: float) -> dict[str, Tensor]:
     p["vignette"] = _u(gen, n, lo=0.3, hi=0.75)
     p["vessels"] = _u(gen, n, lo=0.0, hi=0.35)
     p["vessel_w"] = _u(gen, n, lo=0.02, hi=0.05)
-    p["spec"] = _u(gen, n, lo=0.5, hi=1.0)
+    p["spec"] = _u(gen, n, lo=0.8, hi=1.6)
+    p["polyp_wet"] = _u(gen, n)  # polyps are often wetter (shinier) than the wall
     p["shininess"] = _logu(gen, n, lo=80.0, hi=500.0)
     p["wet"] = _u(gen, n, lo=0.2, hi=1.2)
     has_fov = torch.rand(n, generator=gen) < 0.6
@@ -101,9 +102,10 @@ def _draw(gen: torch.Generator, n: int, aspect: float) -> dict[str, Tensor]:
     harm_amp = torch.where(kind[..., None] == 1, _u(gen, n, P, 4, lo=0.02, hi=0.09), _u(gen, n, P, 4, hi=0.03))
     p["harm_amp"] = harm_amp  # cos(k theta) for k = 2..5; sum < 0.36 keeps the outline star-shaped
     p["harm_phase"] = _u(gen, n, P, 4, hi=2 * math.pi)
-    p["soft"] = _logu(gen, n, P, lo=0.003, hi=0.04)
+    p["soft"] = _logu(gen, n, P, lo=0.003, hi=0.025)
     sign = torch.where(torch.rand(n, P, generator=gen) < 0.5, -1.0, 1.0)
-    p["contrast"] = sign * _logu(gen, n, P, lo=0.03, hi=0.6)
+    subtle = torch.rand(n, P, generator=gen) < 0.2  # a fifth of polyps barely differ from the wall
+    p["contrast"] = sign * torch.where(subtle, _logu(gen, n, P, lo=0.03, hi=0.12), _logu(gen, n, P, lo=0.12, hi=0.7))
     p["dome"] = _u(gen, n, P, lo=0.15, hi=0.9)  # height / radius
     p["dome_gamma"] = _u(gen, n, P, lo=1.0, hi=2.5)
     p["texture"] = _u(gen, n, P, lo=0.01, hi=0.06)
@@ -114,8 +116,20 @@ def _draw(gen: torch.Generator, n: int, aspect: float) -> dict[str, Tensor]:
     return p
 
 
+def _cubic_matrix(n_in: int, n_out: int, device: torch.device) -> Tensor:
+    """``[n_out, n_in]`` 1-D bicubic resampling (``align_corners=False``), built by resampling
+    the identity: bicubic is separable, so ``Uy @ grid @ Ux.T`` equals 2-D bicubic upsampling
+    at a fraction of ``F.interpolate``'s CPU cost for these large factors."""
+    eye = torch.eye(n_in, device=device).view(n_in, 1, n_in, 1)
+    cols = torch.nn.functional.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=False)
+    return cols[:, 0, :, 0].T.contiguous()
+
+
 def _upsample(grid: Tensor, H: int, W: int) -> Tensor:
-    return torch.nn.functional.interpolate(grid, size=(H, W), mode="bicubic", align_corners=False)
+    """Smooth ``[n, C, h, w]`` noise grid -> ``[n, C, H, W]`` (bicubic)."""
+    uy = _cubic_matrix(grid.shape[-2], H, grid.device)
+    ux = _cubic_matrix(grid.shape[-1], W, grid.device)
+    return torch.matmul(torch.matmul(uy, grid), ux.T)
 
 
 def _render(p: dict[str, Tensor], H: int, W: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -193,7 +207,7 @@ def _render(p: dict[str, Tensor], H: int, W: int, device: torch.device) -> tuple
     half = light + torch.tensor([0.0, 0.0, 1.0], device=device)
     half = half / half.norm(dim=1, keepdim=True)
     n_dot_h = ((-gx * col(half[:, 0]) - gy * col(half[:, 1]) + col(half[:, 2])) * norm).clamp(0, 1)
-    wet = torch.sigmoid(4 * (mid[:, 3] - col(p["wet"])))
+    wet = torch.maximum(torch.sigmoid(4 * (mid[:, 3] - col(p["wet"]))), cover * col(p["polyp_wet"]))
     spec = col(p["spec"]) * wet * n_dot_h ** col(p["shininess"])
 
     # Illumination: vignetting around the light centre, the dark lumen (polyps sit closer).

@@ -1,0 +1,168 @@
+"""Render pictures for human inspection.
+
+  python -m scripts.render dataset --out docs/images/synthetic_contact_sheet.png
+  python -m scripts.render dataset --source kvasir:/data/Kvasir-SEG --split val --count 24
+  python -m scripts.render episodes --checkpoint runs/ppo_click/last.pt --out runs/episodes
+
+Each mode is a subcommand with its own config dataclass; add a mode by adding an entry to
+``MODES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from gpu_env.datasets import load_dataset
+from gpu_env.visualize import contact_sheet, overlay_outlines, save_png
+
+
+@dataclass
+class DatasetSheet:
+    """Contact sheet of a dataset's working images with their masks outlined."""
+
+    out: Path = Path("docs/images/synthetic_contact_sheet.png")
+    """PNG to write."""
+    source: str = "synthetic"
+    """Dataset source, as for ``load_dataset`` (``synthetic``, ``kvasir:<path>``, a folder)."""
+    split: str = "train"
+    """Split to draw from."""
+    size: int = 256
+    """Working size (tiles are drawn at this size)."""
+    count: int = 12
+    """Number of frames shown."""
+    start: int = 0
+    """Index of the first frame shown."""
+    seed: int = 0
+    """Synthetic only: generator seed."""
+    pairs: bool = True
+    """Show each frame twice: as is, and with its mask outlined (else outlined only)."""
+    cols: int = 6
+    """Tiles per row."""
+
+
+def render_dataset(cfg: DatasetSheet) -> Path:
+    kw = {"count": cfg.start + cfg.count, "seed": cfg.seed} if cfg.source == "synthetic" else {}
+    ds = load_dataset(cfg.source, split=cfg.split, size=cfg.size, **kw)
+    sel = slice(cfg.start, min(len(ds), cfg.start + cfg.count))
+    images, masks, ids = ds.images[sel].cpu(), ds.masks[sel].cpu(), ds.ids[sel]
+    outlined = overlay_outlines(images, masks)
+    to_np = lambda t: np.ascontiguousarray(t.permute(1, 2, 0).numpy())  # noqa: E731
+    tiles, titles = [], []
+    for k, name in enumerate(ids):
+        area = masks[k].float().mean().item()
+        if cfg.pairs:
+            tiles += [to_np(images[k]), to_np(outlined[k])]
+            titles += [name, f"mask {area:.1%}"]
+        else:
+            tiles.append(to_np(outlined[k]))
+            titles.append(f"{name} ({area:.1%})")
+    path = save_png(contact_sheet(tiles, cfg.cols, titles), cfg.out)
+    print(f"wrote {path} ({len(ids)} frames of {ds.name}/{ds.split})")
+    return path
+
+
+@dataclass
+class EpisodeStrips:
+    """PNG strips of evaluation episodes: image, GT outline (green), mask overlay (blue),
+    numbered clicks (fg green, bg red) and Dice per click."""
+
+    checkpoint: str | None = None
+    """Agent checkpoint from scripts.train; None renders the oracle instead."""
+    out: Path = Path("runs/episodes")
+    """Folder for the PNGs (one per episode)."""
+    episodes: int = 4
+    """Number of held-out episodes rendered."""
+    clicks: int = 6
+    """Clicks per episode (the initial user click included)."""
+    device: str = "cpu"
+    """Where the env runs."""
+
+
+def _strip(image: np.ndarray, gt: np.ndarray, ep: dict, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(ep["masks"])
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), dpi=110)
+    scale = gt.shape[0] / image.shape[0]
+    for k, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(image)
+        mask = ep["masks"][k]
+        ax.imshow(np.ma.masked_where(~mask, mask), cmap="winter", alpha=0.45,
+                  extent=(0, image.shape[1], image.shape[0], 0))
+        ax.contour(gt.astype(float), levels=[0.5], colors="lime", linewidths=0.8,
+                   extent=(0, image.shape[1], 0, image.shape[0]), origin="upper")
+        for j, ((x, y), lab) in enumerate(zip(ep["points"][: k + 1], ep["labels"][: k + 1])):
+            u, v = (x + 0.5) * ep["frame"] - 0.5, (y + 0.5) * ep["frame"] - 0.5
+            ax.scatter([u], [v], s=60, c="lime" if lab == 1 else "red", edgecolors="white")
+            ax.text(u + 4, v - 4, str(j), color="white", fontsize=7, weight="bold")
+        ax.set_title(f"click {k}: Dice {ep['dice'][k]:.3f}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def render_episodes(cfg: EpisodeStrips) -> list[Path]:
+    import json
+
+    from gpu_env.evaluation import evaluate_clicker
+    from gpu_env.policies import ActionClicker, OracleClicker
+    from ppo.checkpoint import load_checkpoint
+    from ppo.config import TrainConfig
+    from ppo.evaluate import greedy_actor
+    from ppo.factory import build_envs, resolve_device
+    from ppo.train import build_policy
+
+    device = resolve_device(cfg.device)
+    if cfg.checkpoint:
+        ck = load_checkpoint(cfg.checkpoint, map_location=device)
+        tcfg = TrainConfig.from_dict(json.loads(ck["config"]))
+        tcfg.eval_images = cfg.episodes
+        envs = build_envs(tcfg, device, train=False)
+        policy = build_policy(tcfg, device)
+        policy.load_state_dict(ck["model"])
+        clicker = ActionClicker("agent (PPO)", greedy_actor(policy))
+    else:
+        tcfg = TrainConfig(eval_images=cfg.episodes)
+        envs = build_envs(tcfg, device, train=False)
+        clicker = OracleClicker()
+    env, data = envs.eval_env, envs.eval_data
+    ids = torch.arange(min(cfg.episodes, len(data)))
+    curves = evaluate_clicker(env, data, clicker, ids, num_clicks=cfg.clicks, record=len(ids),
+                              progress=False)
+    paths = []
+    for ep in curves.episodes:
+        i = ep["image_id"]
+        ep["frame"] = env.mask_size / env.input_size  # prompt frame -> mask pixels
+        image = torch.nn.functional.interpolate(data.images[i][None].float(), size=env.mask_size,
+                                                mode="area")[0].permute(1, 2, 0).byte().numpy()
+        gt = env.gt[i].cpu().numpy()
+        paths.append(_strip(image, gt, ep, cfg.out / f"episode_{data.ids[i]}.png",
+                            f"{clicker.name} on {data.ids[i]}"))
+    print(f"wrote {len(paths)} episode strips to {cfg.out}")
+    return paths
+
+
+MODES = {"dataset": render_dataset, "episodes": render_episodes}
+
+
+def main() -> None:
+    torch.set_grad_enabled(False)
+    tyro.extras.subcommand_cli_from_dict(MODES, config=(tyro.conf.OmitArgPrefixes,))
+
+
+if __name__ == "__main__":
+    main()
