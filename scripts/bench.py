@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ppo.factory import resolve_device
 import tyro
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,15 +78,6 @@ class BenchConfig:
 
 
 # ---------------------------------------------------------------------------------- the run
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name} but CUDA is not available here; use --device cpu")
-    return device
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

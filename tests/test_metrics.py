@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import torch
 from kornia.morphology import dilation, erosion
 
 from gpu_env import metrics
+from tests.sync_guard import HostSyncError, forbid_host_sync
 from tests.reference import metrics_ref
 
 ATOL = 1e-6
@@ -221,23 +221,12 @@ def test_metrics_reject_bad_input():
 # ---------------------------------------------------------------- no host sync
 
 
-@contextlib.contextmanager
-def _no_host_sync(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise RuntimeError("host synchronisation in a no-sync region")
-
-    with monkeypatch.context() as patch:
-        for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
-            patch.setattr(torch.Tensor, name, forbidden)
-        yield
-
-
 def test_metrics_do_not_sync(monkeypatch):
     pred, gt = _pairs()
     expected = [metrics.dice(pred, gt), metrics.iou(pred, gt), metrics.boundary_fscore(pred, gt, 2),
                 metrics.boundary_iou(pred, gt, 2)]
-    with _no_host_sync(monkeypatch):
-        with pytest.raises(RuntimeError, match="host synchronisation"):
+    with forbid_host_sync():
+        with pytest.raises(HostSyncError):
             bool(torch.ones(1))  # the patch is live
         got = [metrics.dice(pred, gt), metrics.iou(pred, gt), metrics.boundary_fscore(pred, gt, 2),
                metrics.boundary_iou(pred, gt, 2)]

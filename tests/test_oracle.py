@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from scipy.ndimage import distance_transform_edt
 
 from gpu_env.edt import edt, squared_edt
 from gpu_env.oracle import OracleClick, click_to_action, error_distances, first_click, pixel_to_cell, ritm_click
+from tests.sync_guard import HostSyncError, forbid_host_sync
 from tests.reference.ritm_clicker import Click, Clicker, error_distance_maps, next_click
 
 # ---------------------------------------------------------------- helpers
@@ -63,19 +63,6 @@ def _assert_same_clicks(pred, gt, not_clicked=None):
     np.testing.assert_array_equal(got.positive.numpy(), pos)
     np.testing.assert_array_equal(got.has_error.numpy(), err)
     return got
-
-
-@contextlib.contextmanager
-def _no_host_sync(monkeypatch):
-    """Every way a tensor value reaches Python raises while the block runs."""
-
-    def forbidden(*args, **kwargs):
-        raise RuntimeError("host synchronisation in a no-sync region")
-
-    with monkeypatch.context() as patch:
-        for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
-            patch.setattr(torch.Tensor, name, forbidden)
-        yield
 
 
 # ---------------------------------------------------------------- edt
@@ -332,8 +319,8 @@ def test_edt_and_oracle_do_not_sync(monkeypatch):
     gt = _blobs(4, 24, seed=13)
     not_clicked = _random_masks(4, 24, 24, 0.9, seed=14)
     expected = ritm_click(pred, gt, not_clicked)
-    with _no_host_sync(monkeypatch):
-        with pytest.raises(RuntimeError, match="host synchronisation"):
+    with forbid_host_sync():
+        with pytest.raises(HostSyncError):
             torch.ones(1).item()  # the patch is live
         distances = edt(gt)
         got = ritm_click(pred, gt, not_clicked)
