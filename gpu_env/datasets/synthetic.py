@@ -137,6 +137,7 @@ def _render(p: dict[str, Tensor], H: int, W: int, device: torch.device) -> tuple
 
     Returns (images, masks, fov) where fov is the ``[n, H, W]`` visible area.
     """
+    used = [bool(p["present"][:, j].any()) for j in range(MAX_POLYPS)]  # on the host, before the copy
     p = {k: v.to(device) for k, v in p.items()}
     n, aspect = p["lumen_r"].shape[0], W / H
     col = lambda v: v.view(n, 1, 1)  # noqa: E731 -- per-frame scalar against [n, H, W]
@@ -170,7 +171,7 @@ def _render(p: dict[str, Tensor], H: int, W: int, device: torch.device) -> tuple
     waves = p["harm_amp"][..., None] * torch.cos(ks * angles + p["harm_phase"][..., None])
     table = p["radius"][..., None] * (1 + waves.sum(2))  # [n, P, T + 1]
     for j in range(MAX_POLYPS):
-        if not bool(p["present"][:, j].any()):
+        if not used[j]:
             continue  # no frame of this batch has a j-th polyp
         cx, cy = col(p["centre"][:, j, 0]), col(p["centre"][:, j, 1])
         ca, sa = col(torch.cos(p["angle"][:, j])), col(torch.sin(p["angle"][:, j]))
