@@ -91,14 +91,12 @@ def _strip(image: np.ndarray, gt: np.ndarray, ep: dict, path: Path, title: str) 
 
     n = len(ep["masks"])
     fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), dpi=110)
-    scale = gt.shape[0] / image.shape[0]
     for k, ax in enumerate(np.atleast_1d(axes)):
         ax.imshow(image)
         mask = ep["masks"][k]
-        ax.imshow(np.ma.masked_where(~mask, mask), cmap="winter", alpha=0.45,
-                  extent=(0, image.shape[1], image.shape[0], 0))
-        ax.contour(gt.astype(float), levels=[0.5], colors="lime", linewidths=0.8,
-                   extent=(0, image.shape[1], 0, image.shape[0]), origin="upper")
+        # image, mask and GT share the mask grid: pixel (row, col) is at (x=col, y=row)
+        ax.imshow(np.ma.masked_where(~mask, mask), cmap="winter", alpha=0.45)
+        ax.contour(gt.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
         for j, ((x, y), lab) in enumerate(zip(ep["points"][: k + 1], ep["labels"][: k + 1])):
             u, v = (x + 0.5) * ep["frame"] - 0.5, (y + 0.5) * ep["frame"] - 0.5
             ax.scatter([u], [v], s=60, c="lime" if lab == 1 else "red", edgecolors="white")
