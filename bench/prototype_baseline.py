@@ -33,15 +33,16 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from scipy.ndimage import binary_erosion, distance_transform_edt
+from scipy.ndimage import distance_transform_edt
 
 from gpu_env.config import EnvConfig
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import resize_images, resize_masks
 from sam_batch.encoder import SAM2Features
 from sam_batch.reference import predict_one
+# The NumPy/SciPy metrics the prototype computed per step: the project's reference ones.
+from tests.reference.metrics_ref import boundary_fscore, boundary_iou, dice
 
-_SQUARE_3x3 = np.ones((3, 3), dtype=bool)
 
 
 # ---------------------------------------------------------------------------------- predictors
@@ -147,42 +148,6 @@ def ritm_next_click(pred: np.ndarray, gt: np.ndarray, not_clicked: np.ndarray
     return int(rows[0]), int(cols[0]), is_positive
 
 
-def dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """``2|P∩G| / (|P| + |G|)``; 1.0 when both are empty."""
-    total = int(pred.sum()) + int(gt.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & gt).sum()) / total
-
-
-def _boundary(mask: np.ndarray, width: int = 1) -> np.ndarray:
-    eroded = binary_erosion(mask, structure=_SQUARE_3x3, iterations=width, border_value=0)
-    return mask & ~eroded
-
-
-def _within(edge: np.ndarray, target: np.ndarray, tolerance: int) -> np.ndarray:
-    if not target.any():
-        return np.zeros_like(edge)
-    return edge & (distance_transform_edt(~target) <= tolerance)
-
-
-def boundary_fscore(pred: np.ndarray, gt: np.ndarray, tolerance: int) -> float:
-    """Boundary F-score, Euclidean match tolerance, image border counted as a contour."""
-    pred_edge, gt_edge = _boundary(pred), _boundary(gt)
-    if not pred_edge.any() and not gt_edge.any():
-        return 1.0
-    if not pred_edge.any() or not gt_edge.any():
-        return 0.0
-    precision = _within(pred_edge, gt_edge, tolerance).sum() / pred_edge.sum()
-    recall = _within(gt_edge, pred_edge, tolerance).sum() / gt_edge.sum()
-    return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
-
-
-def boundary_iou(pred: np.ndarray, gt: np.ndarray, tolerance: int) -> float:
-    """Boundary IoU with band width ``tolerance`` (chessboard)."""
-    pred_band, gt_band = _boundary(pred, tolerance), _boundary(gt, tolerance)
-    union = (pred_band | gt_band).sum()
-    return 1.0 if union == 0 else float((pred_band & gt_band).sum() / union)
-
-
 def heatmaps(points: list[tuple[float, float]], labels: list[int], input_size: int, size: int,
              sigma: float) -> np.ndarray:
     """``[2, S, S]`` float32 fg/bg heatmaps rebuilt from every click (max of Gaussians)."""
@@ -256,9 +221,9 @@ class PrototypeClickEnv:
         """Keep ``logits [M, M]`` (fed back as ``mask_input [1, M, M]``), its mask and scores."""
         self.logits = logits[None]
         self.mask = logits > 0
-        self.dice = dice(self.mask, self.gt)
+        self.dice = float(dice(self.mask, self.gt))
         metric = boundary_fscore if self.config.boundary_metric == "fscore" else boundary_iou
-        self.boundary = metric(self.mask, self.gt, self.config.boundary_tolerance)
+        self.boundary = float(metric(self.mask, self.gt, self.config.boundary_tolerance))
 
     def _obs(self) -> np.ndarray:
         cfg = self.config
