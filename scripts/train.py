@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from pathlib import Path
 
 import tyro
 
@@ -18,9 +18,11 @@ from ppo.evaluate import evaluate_agent, report
 from ppo.train import Trainer
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(TrainConfig, args=argv, description=__doc__)
+def train_and_evaluate(cfg: TrainConfig) -> Path | None:
+    """Train ``cfg``, then (on rank 0) evaluate and print the table. Returns the folder holding
+    ``results.json`` on rank 0, ``None`` on the other ranks."""
     trainer = Trainer(cfg)
+    eval_dir = None
     try:
         trainer.run()
     except BaseException as err:
@@ -32,11 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"config": cfg.to_dict(), "checkpoint": str(trainer.keeper.last),
                 "training": trainer.last_logged, "eval_split": cfg.eval_split,
                 "eval_images": len(trainer.envs.eval_data)}
-        text = report(curves, trainer.run_dir / "eval", meta, table_clicks=cfg.max_clicks)
+        eval_dir = trainer.run_dir / "eval"
+        text = report(curves, eval_dir, meta, table_clicks=cfg.max_clicks)
         print(text)
-        print(f"\nresults: {trainer.run_dir / 'eval'} (results.json, results.csv, "
+        print(f"\nresults: {eval_dir} (results.json, results.csv, "
               f"dice_vs_clicks.png); checkpoints: {trainer.run_dir}")
     dist_utils.shutdown(trainer.ctx)
+    return eval_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    train_and_evaluate(tyro.cli(TrainConfig, args=argv, description=__doc__))
     return 0
 
 

@@ -1,0 +1,102 @@
+"""Train one run per seed, evaluate each, and report mean ± std over the seeds.
+
+    python -m scripts.seeds --seeds 1 2 3                      # the main job, three seeds
+    python -m scripts.seeds --seeds 1 2 3 --mode simulated_user --bc-steps 200
+    python -m scripts.seeds --results runs/a/eval runs/b/eval  # aggregate existing evaluations
+
+Every flag other than ``--seeds``, ``--results`` and ``--summary-dir`` is a ``scripts.train``
+flag (``python -m scripts.train --help``). Seed ``s`` trains into ``<out-dir>/<exp-name>_seed<s>``;
+a seed whose evaluation already exists with the same config is not trained again, and one
+interrupted after a checkpoint resumes from its ``last.pt``, so re-running the command after an
+interruption finishes the job. The summary (``seeds.md``, ``seeds.json``,
+``seeds_dice_vs_clicks.png``) goes to ``<out-dir>/<exp-name>_seeds`` unless ``--summary-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import tyro
+
+from ppo.config import TrainConfig
+from ppo.seeds import aggregate_seeds, format_seed_tables, load_results, write_seeds
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, add_help=False, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", help="training seeds, one run each")
+    p.add_argument("--results", nargs="+", help="aggregate these results.json files (or eval "
+                                                "folders) instead of training")
+    p.add_argument("--summary-dir", help="where seeds.md/json/png go")
+    p.add_argument("-h", "--help", action="store_true")
+    return p
+
+
+def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
+    """The run of ``seed``: ``cfg`` with that seed, in its own ``<exp_name>_seed<seed>`` folder,
+    resuming from that folder's ``last.pt`` if an earlier attempt left one."""
+    run = replace(cfg, seed=seed, exp_name=f"{cfg.exp_name}_seed{seed}")
+    last = Path(run.out_dir) / run.exp_name / "last.pt"
+    if run.resume is None and last.is_file():
+        run = replace(run, resume=str(last))
+    return run
+
+
+def _finished(run: TrainConfig) -> Path | None:
+    """The run's eval folder if it already holds results of exactly this config."""
+    path = Path(run.out_dir) / run.exp_name / "eval" / "results.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text()).get("meta", {}).get("config", {})
+    mine = {k: v for k, v in run.to_dict().items() if k != "resume"}
+    return path.parent if {k: v for k, v in old.items() if k != "resume"} == mine else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = _parser().parse_known_args(argv)
+    if args.help:
+        print(__doc__)
+        return 0
+    if bool(args.seeds) == bool(args.results):
+        raise SystemExit("give either --seeds S1 S2 ... (train and evaluate one run per seed) "
+                         "or --results A B ... (aggregate existing evaluations)")
+    if args.results:
+        if rest:
+            raise SystemExit(f"--results takes no training flags, got {rest}")
+        runs = [load_results(p) for p in args.results]
+        summary_dir = Path(args.summary_dir or Path(args.results[0]).parent)
+    else:
+        if any(a == "--seed" or a.startswith("--seed=") for a in rest):
+            raise SystemExit("use --seeds S1 S2 ... (not --seed) with scripts.seeds")
+        if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
+            raise SystemExit(f"--seeds needs at least two distinct seeds, got {args.seeds}")
+        from scripts.train import train_and_evaluate
+
+        cfg = tyro.cli(TrainConfig, args=rest, description=__doc__)
+        runs = []
+        for seed in args.seeds:
+            run = seed_config(cfg, seed)
+            eval_dir = _finished(run)
+            if eval_dir is None:
+                print(f"\n=== seed {seed}: training {Path(run.out_dir) / run.exp_name}"
+                      + (f" (resuming {run.resume})" if run.resume else ""))
+                eval_dir = train_and_evaluate(run)
+            else:
+                print(f"\n=== seed {seed}: reusing {eval_dir}")
+            runs.append(load_results(eval_dir))
+        summary_dir = Path(args.summary_dir or Path(cfg.out_dir) / f"{cfg.exp_name}_seeds")
+    agg = aggregate_seeds(runs)
+    paths = write_seeds(agg, summary_dir)
+    print()
+    print(format_seed_tables(agg))
+    print(f"\nsummary: {paths['md']}, {paths['json']}, {paths['plot']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
