@@ -163,7 +163,8 @@ def format_table(summaries: list[dict], key: str = "dice", title: str | None = N
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temp file next to ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -182,7 +183,7 @@ def write_results(summaries: list[dict], out_dir: str | Path, meta: dict | None 
     out = Path(out_dir)
     paths = {"json": out / "results.json", "csv": out / "results.csv",
              "plot": out / "dice_vs_clicks.png"}
-    _atomic_write(paths["json"], lambda f: json.dump({"meta": meta or {}, "results": summaries},
+    atomic_write(paths["json"], lambda f: json.dump({"meta": meta or {}, "results": summaries},
                                                      f, indent=2))
 
     def write_csv(f):
@@ -195,7 +196,7 @@ def write_results(summaries: list[dict], out_dir: str | Path, meta: dict | None 
             for t in ("noc85", "noc90"):
                 w.writerow([s["name"], t, "", f"{s[f'{t}_mean']:.6f}", f"{s[f'{t}_std']:.6f}"])
 
-    _atomic_write(paths["csv"], write_csv)
+    atomic_write(paths["csv"], write_csv)
     plot_curves(summaries, paths["plot"])
     return paths
 
@@ -219,11 +220,22 @@ def plot_curves(summaries: list[dict], path: str | Path) -> None:
     ax.set_ylim(max(0.0, math.floor(min(min(s["dice_mean"]) for s in summaries) * 10) / 10 - 0.1), 1.0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """``fig.tight_layout()``, then save it as PNG atomically (temp file, rename) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from gpu_env.evaluation import atomic_write, save_figure
 
 __all__ = ["aggregate_seeds", "format_seed_tables", "load_results", "plot_seeds", "write_seeds"]
 
@@ -168,13 +169,7 @@ def plot_seeds(agg: dict, path: str | Path) -> None:
     ax.set_title(f"mean ± std over {len(agg['seeds'])} training seeds", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def write_seeds(agg: dict, out_dir: str | Path) -> dict:
@@ -183,11 +178,8 @@ def write_seeds(agg: dict, out_dir: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "seeds.json", "md": out / "seeds.md",
              "plot": out / "seeds_dice_vs_clicks.png"}
-    for key, text in (("json", json.dumps(agg, indent=2)),
-                      ("md", format_seed_tables(agg) + "\n\n"
-                             + format_seed_tables(agg, "dice_orig") + "\n")):
-        tmp = paths[key].with_name(f".{paths[key].name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, paths[key])
+    md = format_seed_tables(agg) + "\n\n" + format_seed_tables(agg, "dice_orig") + "\n"
+    atomic_write(paths["json"], lambda f: json.dump(agg, f, indent=2))
+    atomic_write(paths["md"], lambda f: f.write(md))
     plot_seeds(agg, paths["plot"])
     return paths
