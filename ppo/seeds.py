@@ -4,8 +4,9 @@ Each training seed gives one evaluation (``gpu_env.evaluation.Curves.summary`` p
 per-click means over the held-out images). Across seeds, the spread that matters is that of
 those per-seed means, so this module reports, per policy and click, the mean over seeds and the
 sample standard deviation over seeds (``ddof=1``), plus every seed's own value. For the agent it
-also reports the margin over a baseline row ("no further clicks" by default) per click: its
-mean ± std over seeds and its worst seed, which is what "never below the baseline" is about.
+also reports its difference to baseline rows ("no further clicks" and the oracle), computed per
+seed: mean ± std over seeds and the worst seed, which is what "never below the baseline" and
+"within 0.02 of the oracle" are about.
 
 Runs are only comparable on the same held-out images with the same number of evaluation
 clicks (NoC depends on it); anything else raises a ``ValueError`` naming the runs.
@@ -25,6 +26,7 @@ __all__ = ["aggregate_seeds", "format_seed_tables", "load_results", "plot_seeds"
 
 METRICS = ("dice", "dice_orig", "iou", "boundary")
 NOCS = ("noc85", "noc90")
+BASELINES = ("no further clicks", "oracle")
 
 
 def load_results(path: str | Path) -> dict:
@@ -69,14 +71,18 @@ def _check_comparable(runs: list[dict]) -> None:
                 f"(python -m scripts.evaluate --checkpoint ... --num-clicks {ref[3]})")
 
 
-def aggregate_seeds(runs: list[dict], baseline: str = "no further clicks") -> dict:
+def aggregate_seeds(runs: list[dict], baselines: tuple[str, ...] = BASELINES,
+                    agent_prefix: str = "agent") -> dict:
     """Aggregate per-seed results (``load_results`` dicts) into per-policy rows.
 
-    Returns ``{"seeds": [...], "num_images", "max_clicks", "rows": [row, ...]}``; each row has
-    ``name``, ``clicks`` and, for every metric in ``METRICS``, ``<m>_mean``/``<m>_std`` lists
-    over clicks (mean and ddof=1 std over seeds) and ``<m>_seeds`` (``[seed][click]``); for
-    ``noc85``/``noc90`` the same as scalars. Rows other than ``baseline`` also carry
-    ``margin_mean``/``margin_std``/``margin_min`` (Dice minus the baseline's, per click)."""
+    Returns ``{"seeds": [...], "num_images", "max_clicks", "sources", "rows": [row, ...],
+    "differences": [...]}``. Each row has ``name``, ``clicks`` and, for every metric in
+    ``METRICS``, ``<m>_mean``/``<m>_std`` lists over clicks (mean and ddof=1 std over seeds) and
+    ``<m>_seeds`` (``[seed][click]``); for ``noc85``/``noc90`` the same as scalars.
+
+    ``differences`` pairs every row whose name starts with ``agent_prefix`` with every row of
+    ``baselines`` present, per seed (agent minus baseline): ``dice_*`` per click with the worst
+    seed as ``dice_min``, and ``noc85_*``/``noc90_*`` with the worst seed as ``noc*_max``."""
     if len(runs) < 2:
         raise ValueError(f"need at least 2 runs to aggregate over seeds, got {len(runs)}")
     _check_comparable(runs)
@@ -88,45 +94,50 @@ def aggregate_seeds(runs: list[dict], baseline: str = "no further clicks") -> di
             raise ValueError(f"{r['meta'].get('path')} has no rows {missing}; every run needs the "
                              f"same policies (evaluate with baselines on)")
     clicks = min(s["clicks"] for named in by_run for s in named.values())
-    ddof = 1
-    rows = []
+    rows, per_seed = [], {}
     for name in names:
         row: dict = {"name": name, "clicks": clicks}
-        for m in METRICS:
-            vals = np.array([named[name][f"{m}_mean"][: clicks + 1] for named in by_run], float)
-            row[f"{m}_seeds"] = vals.tolist()
-            row[f"{m}_mean"] = vals.mean(0).tolist()
-            row[f"{m}_std"] = vals.std(0, ddof=ddof).tolist()
-        for t in NOCS:
-            vals = np.array([named[name][f"{t}_mean"] for named in by_run], float)
-            row[f"{t}_seeds"] = vals.tolist()
-            row[f"{t}_mean"] = float(vals.mean())
-            row[f"{t}_std"] = float(vals.std(ddof=ddof))
+        per_seed[name] = {m: np.array([named[name][f"{m}_mean"][: clicks + 1] for named in by_run],
+                                      float) for m in METRICS}
+        per_seed[name].update({t: np.array([named[name][f"{t}_mean"] for named in by_run], float)
+                               for t in NOCS})
+        for m, vals in per_seed[name].items():
+            row.update(_spread(m, vals))
         rows.append(row)
-    if baseline in names:
-        base = np.array(next(r for r in rows if r["name"] == baseline)["dice_seeds"])
-        for row in rows:
-            if row["name"] == baseline:
+    differences = []
+    for name in names:
+        if not name.startswith(agent_prefix):
+            continue
+        for base in baselines:
+            if base not in per_seed:
                 continue
-            margin = np.array(row["dice_seeds"]) - base
-            row["margin_vs"] = baseline
-            row["margin_seeds"] = margin.tolist()
-            row["margin_mean"] = margin.mean(0).tolist()
-            row["margin_std"] = margin.std(0, ddof=ddof).tolist()
-            row["margin_min"] = margin.min(0).tolist()
+            diff = {"name": name, "baseline": base}
+            for m in ("dice",) + NOCS:
+                vals = per_seed[name][m] - per_seed[base][m]
+                diff.update(_spread(m, vals))
+                worst = vals.min(0) if m == "dice" else vals.max(0)  # NoC: more clicks is worse
+                diff[f"{m}_{'min' if m == 'dice' else 'max'}"] = worst.tolist()
+            differences.append(diff)
     return {"seeds": [_seed_of(r, i) for i, r in enumerate(runs)],
             "num_images": runs[0]["results"][0]["num_images"],
             "max_clicks": runs[0]["results"][0]["max_clicks"],
-            "sources": [r["meta"].get("path") for r in runs], "rows": rows}
+            "sources": [r["meta"].get("path") for r in runs], "rows": rows,
+            "differences": differences}
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.3f} ± {std:.3f}"
+def _spread(key: str, vals: np.ndarray) -> dict:
+    """``<key>_seeds``, ``<key>_mean`` and the sample std (ddof=1) ``<key>_std`` over axis 0."""
+    return {f"{key}_seeds": vals.tolist(), f"{key}_mean": vals.mean(0).tolist(),
+            f"{key}_std": vals.std(0, ddof=1).tolist()}
+
+
+def _pm(mean: float, std: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def format_seed_tables(agg: dict, key: str = "dice") -> str:
-    """Markdown: Dice per click (mean ± std over seeds) and NoC per policy, then the margin over
-    the baseline for each non-baseline row that has one."""
+    """Markdown: ``key`` per click (mean ± std over seeds) and NoC per policy; for ``dice``
+    also the agent-minus-baseline differences with their worst seed."""
     k = agg["rows"][0]["clicks"]
     seeds = ", ".join(str(s) for s in agg["seeds"])
     head = ["policy"] + [f"{key}@{c}" for c in range(k + 1)] + ["NoC@85", "NoC@90"]
@@ -136,17 +147,19 @@ def format_seed_tables(agg: dict, key: str = "dice") -> str:
              "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for r in agg["rows"]:
         cells = [r["name"]] + [_pm(r[f"{key}_mean"][c], r[f"{key}_std"][c]) for c in range(k + 1)]
-        cells += [_pm(r[f"{t}_mean"], r[f"{t}_std"]) for t in NOCS]
+        cells += [_pm(r[f"{t}_mean"], r[f"{t}_std"], 2) for t in NOCS]
         lines.append("| " + " | ".join(cells) + " |")
-    margins = [r for r in agg["rows"] if "margin_mean" in r and r["name"].startswith("agent")]
-    if margins and key == "dice":
-        base = margins[0]["margin_vs"]
-        lines += ["", f"**Dice margin over \"{base}\": mean ± std over seeds (worst seed)**\n",
-                  "| policy | " + " | ".join(f"@{c}" for c in range(k + 1)) + " |",
-                  "|" + "|".join(["---"] * (k + 2)) + "|"]
-        for r in margins:
-            cells = [r["name"]] + [f"{r['margin_mean'][c]:+.3f} ± {r['margin_std'][c]:.3f} "
-                                   f"({r['margin_min'][c]:+.3f})" for c in range(k + 1)]
+    if key == "dice" and agg["differences"]:
+        lines += ["", "**Agent minus baseline, per seed: mean ± std over seeds (worst seed); "
+                      "Dice higher is better, NoC lower is better**\n",
+                  "| agent − baseline | " + " | ".join(f"Dice@{c}" for c in range(k + 1))
+                  + " | NoC@85 | NoC@90 |", "|" + "|".join(["---"] * (k + 4)) + "|"]
+        for d in agg["differences"]:
+            cells = [f"{d['name']} − {d['baseline']}"]
+            cells += [f"{d['dice_mean'][c]:+.3f} ± {d['dice_std'][c]:.3f} ({d['dice_min'][c]:+.3f})"
+                      for c in range(k + 1)]
+            cells += [f"{d[f'{t}_mean']:+.2f} ± {d[f'{t}_std']:.2f} ({d[f'{t}_max']:+.2f})"
+                      for t in NOCS]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

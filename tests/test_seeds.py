@@ -35,13 +35,33 @@ def test_mean_std_over_seeds_and_margins():
     np.testing.assert_allclose(agent["dice_mean"], [0.5, 0.56, (0.62 + 0.49 + 0.58) / 3])
     # sample std (ddof=1) of 0.60, 0.52, 0.56 is 0.04
     np.testing.assert_allclose(agent["dice_std"][1], 0.04, atol=1e-12)
-    np.testing.assert_allclose(agent["margin_mean"], [0.0, 0.06, (0.12 - 0.01 + 0.08) / 3])
-    np.testing.assert_allclose(agent["margin_min"], [0.0, 0.02, -0.01])
+    (diff,) = agg["differences"]  # the fake runs have no oracle row
+    assert diff["baseline"] == "no further clicks"
+    np.testing.assert_allclose(diff["dice_mean"], [0.0, 0.06, (0.12 - 0.01 + 0.08) / 3])
+    np.testing.assert_allclose(diff["dice_min"], [0.0, 0.02, -0.01])
+    assert diff["noc90_mean"] == pytest.approx(-1.0) and diff["noc90_max"] == pytest.approx(0.0)
     assert agent["noc90_mean"] == pytest.approx(19.0) and agent["noc90_std"] == pytest.approx(1.0)
-    assert "margin_mean" not in agg["rows"][1]  # the baseline itself
     text = format_seed_tables(agg)
     assert "0.560 ± 0.040" in text and "+0.060 ± 0.040 (+0.020)" in text
     assert "(-0.010)" in text  # the worst seed below the baseline is shown, not hidden
+    assert "-1.00 ± 1.00 (+0.00)" in text
+
+
+def test_differences_to_the_oracle():
+    runs = []
+    for seed, (agent, oracle, noc) in enumerate([(0.86, 0.87, 13.0), (0.85, 0.87, 15.0)], 1):
+        run = fake_run(seed, [0.5, agent], [0.5, 0.5], noc90=noc)
+        oracle_row = dict(run["results"][1], name="oracle", dice_mean=[0.5, oracle],
+                          noc90_mean=14.0)
+        run["results"].append(oracle_row)
+        runs.append(run)
+    agg = aggregate_seeds(runs)
+    to_oracle = next(d for d in agg["differences"] if d["baseline"] == "oracle")
+    np.testing.assert_allclose(to_oracle["dice_mean"][1], -0.015)
+    np.testing.assert_allclose(to_oracle["dice_min"][1], -0.02)
+    assert to_oracle["noc90_mean"] == pytest.approx(0.0)
+    assert to_oracle["noc90_max"] == pytest.approx(1.0)  # the worse seed needs one more click
+    assert [d["baseline"] for d in agg["differences"]] == ["no further clicks", "oracle"]
 
 
 def test_incomparable_runs_are_refused():
