@@ -18,6 +18,7 @@ import torch
 import tyro
 
 from gpu_env.datasets import load_dataset
+from gpu_env.evaluation import save_figure
 from gpu_env.visualize import contact_sheet, overlay_outlines, save_png
 
 
@@ -104,12 +105,7 @@ def _strip(image: np.ndarray, gt: np.ndarray, ep: dict, path: Path, title: str) 
         ax.set_title(f"click {k}: Dice {ep['dice'][k]:.3f}", fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
     return path
 
 
