@@ -37,11 +37,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _without_resume(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "resume"}
+
+
 def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
     """The run of ``seed``: ``cfg`` with that seed, in its own ``<exp_name>_seed<seed>`` folder,
-    resuming from that folder's ``last.pt`` if an earlier attempt left one."""
+    resuming from that folder's ``last.pt`` if an earlier attempt of the same config left one.
+
+    Raises ``SystemExit`` if the folder holds a run of another config: its checkpoints would be
+    overwritten or resumed with the wrong settings."""
     run = replace(cfg, seed=seed, exp_name=f"{cfg.exp_name}_seed{seed}")
-    last = Path(run.out_dir) / run.exp_name / "last.pt"
+    folder = Path(run.out_dir) / run.exp_name
+    saved = folder / "config.json"
+    if saved.is_file():
+        old, mine = _without_resume(json.loads(saved.read_text())), _without_resume(run.to_dict())
+        if old != mine:
+            diff = sorted(k for k in old.keys() | mine.keys() if old.get(k) != mine.get(k))
+            raise SystemExit(
+                f"{folder} holds a run with another config (differs in: {', '.join(diff)}); "
+                f"pass another --exp-name or --out-dir, or move that folder away")
+    last = folder / "last.pt"
     if run.resume is None and last.is_file():
         run = replace(run, resume=str(last))
     return run
@@ -53,8 +69,7 @@ def _finished(run: TrainConfig) -> Path | None:
     if not path.is_file():
         return None
     old = json.loads(path.read_text()).get("meta", {}).get("config", {})
-    mine = {k: v for k, v in run.to_dict().items() if k != "resume"}
-    return path.parent if {k: v for k, v in old.items() if k != "resume"} == mine else None
+    return path.parent if _without_resume(old) == _without_resume(run.to_dict()) else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,6 +134,29 @@ def test_seeds_command_trains_each_seed_then_reuses(tmp_path, capsys):
     again = json.loads((tmp_path / "again" / "seeds.json").read_text())
     assert again["rows"] == summary["rows"]
 
+    # the same folders with another config are refused, not overwritten
+    with pytest.raises(SystemExit, match="another config.*width"):
+        seeds.main([*argv, "--width", "8"])
+    assert last.stat().st_mtime_ns == stamp
+
+
+def test_seeds_command_resumes_an_interrupted_seed(tmp_path, capsys):
+    from scripts import seeds
+    from ppo.checkpoint import load_checkpoint
+
+    argv = ["--seeds", "5", "6", "--out-dir", str(tmp_path), *TINY_FLAGS]
+    assert seeds.main(argv) == 0
+    done = load_checkpoint(tmp_path / "tiny_seed5" / "last.pt")
+    # simulate an interruption of seed 5 after training: no evaluation left behind
+    for p in (tmp_path / "tiny_seed5" / "eval").iterdir():
+        p.unlink()
+    assert seeds.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "seed 5: training" in out and "resuming" in out and "seed 6: reusing" in out
+    again = load_checkpoint(tmp_path / "tiny_seed5" / "last.pt")
+    assert again["counters"] == done["counters"]  # resumed at the end: no extra training
+    assert (tmp_path / "tiny_seed5" / "eval" / "results.json").is_file()
+
 
 def test_seeds_command_rejects_bad_arguments():
     from scripts import seeds
