@@ -84,7 +84,7 @@ class TrainConfig:
     """Spatial policy stem: one 4x4/4 conv (cheap, CPU default) instead of two 3x3/2 convs."""
 
     # --- PPO
-    total_timesteps: int = 25_600
+    total_timesteps: int = 51_200
     """Environment steps (agent clicks) in total."""
     num_envs: int = 64
     """Parallel episodes B."""
