@@ -154,8 +154,8 @@ MODES = {"dataset": render_dataset, "episodes": render_episodes}
 
 
 def main() -> None:
-    torch.set_grad_enabled(False)
-    tyro.extras.subcommand_cli_from_dict(MODES, config=(tyro.conf.OmitArgPrefixes,))
+    with torch.no_grad():  # scoped: a caller's grad mode is left as it was
+        tyro.extras.subcommand_cli_from_dict(MODES, config=(tyro.conf.OmitArgPrefixes,))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from tests.test_seeds import TINY_FLAGS
 
@@ -60,6 +61,7 @@ def test_render_episodes_writes_one_png_per_episode(tiny_run, tmp_path, monkeypa
                                       str(tiny_run / "last.pt"), "--out", str(out),
                                       "--episodes", "2", "--clicks", "3"])
     render.main()
+    assert torch.is_grad_enabled()  # the command does not switch autograd off for its caller
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 2 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert not list(out.glob(".*"))  # no temp files left behind
