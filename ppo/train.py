@@ -19,6 +19,7 @@ from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from gpu_env.env import ClickEnv
+from gpu_env.evaluation import atomic_write
 from ppo import distributed as dist_utils
 from ppo.checkpoint import CheckpointKeeper, capture_generators, load_checkpoint, restore_generators
 from ppo.config import TrainConfig
@@ -59,12 +60,6 @@ def ppo_config(cfg: TrainConfig) -> PPOConfig:
                      num_minibatches=cfg.num_minibatches, clip_coef=cfg.clip_coef,
                      clip_vloss=cfg.clip_vloss, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
                      max_grad_norm=cfg.max_grad_norm)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -238,8 +233,8 @@ class Trainer:
         rank0 = self.ctx.rank == 0
         if rank0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(self.run_dir / "config.json",
-                               json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+            text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+            atomic_write(self.run_dir / "config.json", lambda f: f.write(text))
         log = RunLog(self.run_dir, cfg.tensorboard) if rank0 else None
         bar = tqdm(total=cfg.num_iterations * cfg.batch_size, initial=self.global_step,
                    unit="step", desc="train", disable=not (cfg.progress and rank0),

@@ -63,13 +63,15 @@ def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
     return run
 
 
-def _finished(run: TrainConfig) -> Path | None:
-    """The run's eval folder if it already holds results of exactly this config."""
+def _finished(run: TrainConfig) -> dict | None:
+    """The run's evaluation (``load_results``) if it already holds results of exactly this
+    config."""
     path = Path(run.out_dir) / run.exp_name / "eval" / "results.json"
     if not path.is_file():
         return None
-    old = json.loads(path.read_text()).get("meta", {}).get("config", {})
-    return path.parent if _without_resume(old) == _without_resume(run.to_dict()) else None
+    results = load_results(path)
+    old = results["meta"].get("config", {})
+    return results if _without_resume(old) == _without_resume(run.to_dict()) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for seed in args.seeds:
             run = seed_config(cfg, seed)
-            eval_dir = _finished(run)
-            if eval_dir is None:
+            results = _finished(run)
+            if results is None:
                 print(f"\n=== seed {seed}: training {Path(run.out_dir) / run.exp_name}"
                       + (f" (resuming {run.resume})" if run.resume else ""))
-                eval_dir = train_and_evaluate(run)
+                results = load_results(train_and_evaluate(run))
             else:
-                print(f"\n=== seed {seed}: reusing {eval_dir}")
-            runs.append(load_results(eval_dir))
+                print(f"\n=== seed {seed}: reusing {results['meta']['path']}")
+            runs.append(results)
         summary_dir = Path(args.summary_dir or Path(cfg.out_dir) / f"{cfg.exp_name}_seeds")
     agg = aggregate_seeds(runs)
     paths = write_seeds(agg, summary_dir)
