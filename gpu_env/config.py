@@ -9,6 +9,7 @@ from typing import Literal
 OBS = "observation"  # [B, 6, S, S] float: RGB in [0,1], binary mask, fg heatmap, bg heatmap
 SAM_PROB = "sam_prob"  # [B, 1, S, S] float: sigmoid of the segmenter's logits (optional)
 IMAGE_EMBEDDING = "image_embedding"  # [B, C, h, w]: cached SAM2 image embedding (optional)
+MASK_PRIOR = "mask_prior"  # [B, 1, S, S] float: a learned image-only mask probability (optional)
 GT_ERROR = "gt_error"  # [B, 2, S, S] float: false-negative, false-positive maps (simulated user)
 ACTION_MASK = "action_mask"  # [B, 2 * grid**2] bool: True = action allowed (optional)
 
@@ -41,6 +42,10 @@ class EnvConfig:
     """Add the ``sam_prob`` key to observations."""
     obs_image_embedding: bool = False
     """Add the cached SAM2 image embedding under ``image_embedding`` (SAM2 segmenter only)."""
+    obs_mask_prior: bool = False
+    """Add the ``mask_prior`` key: a per-image mask probability map installed with
+    ``ClickEnv.set_mask_prior`` (a network of the image alone, e.g. ``ppo.prior.MaskPrior``;
+    no ground truth of the episode)."""
     action_mask: bool = False
     """Provide ``action_mask``: no click on an already clicked cell; in simulated-user mode
     also only label-consistent clicks (fg inside the false-negative region, bg inside the

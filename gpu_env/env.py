@@ -36,7 +36,8 @@ from torch import Tensor
 
 from gpu_env import observation as O
 from gpu_env import oracle, rng
-from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, OBS, SAM_PROB, EnvConfig
+from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB,
+                             EnvConfig)
 from gpu_env.datasets.base import SegDataset
 from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
@@ -82,6 +83,18 @@ class ClickEnv:
         # GT-only halves of the boundary metric, once per image (not once per step).
         self.gt_terms = boundary_gt_terms(self.gt, config)
         self._precompute_initial(init_chunk)
+        self.mask_prior: Tensor | None = None  # [N, 1, S, S], see set_mask_prior
+
+    def set_mask_prior(self, probs: Tensor) -> None:
+        """Install the per-image mask prior ``probs [N, 1, S, S]`` (probabilities in [0, 1], one
+        map per dataset image, computed from the image alone) observed under ``mask_prior``.
+        Views made by ``with_config`` before this call keep the maps they had."""
+        N, S = self.num_images, self.config.obs_size
+        if not isinstance(probs, Tensor) or tuple(probs.shape) != (N, 1, S, S):
+            got = tuple(probs.shape) if isinstance(probs, Tensor) else type(probs).__name__
+            raise ValueError(f"mask prior must be a [{N}, 1, {S}, {S}] tensor (one map per image "
+                             f"at the observation size), got {got}.")
+        self.mask_prior = probs.to(self.device, torch.float32)
 
     # ------------------------------------------------------------------ constants
     def _precompute_initial(self, chunk: int) -> None:
@@ -317,6 +330,14 @@ class ClickEnv:
                     "embeddings; the weight-free segmenter has none. Turn the option off."
                 )
             obs[IMAGE_EMBEDDING] = emb
+        if cfg.obs_mask_prior:
+            if self.mask_prior is None:
+                raise ValueError(
+                    "obs_mask_prior=True but no mask prior is installed: call "
+                    "env.set_mask_prior(probs) first (ppo.prior.attach_prior does it for a policy "
+                    "that owns a MaskPrior), or turn the option off."
+                )
+            obs[MASK_PRIOR] = self.mask_prior[ids]
         if cfg.mode == "simulated_user":
             gt = self.gt[ids]
             fn = O.resize_mask(gt & ~state["mask"], S)

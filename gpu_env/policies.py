@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor
 
@@ -60,6 +61,27 @@ class OracleClicker:
         else:
             point = points_from_pixels(c.rows, c.cols, M, env.input_size)
         return point, c.positive.long(), cell
+
+
+class PriorClicker:
+    """The supervised *learned clicker*: RITM's rule with the env's mask prior (a network's
+    mask of the image alone, ``ClickEnv.set_mask_prior``) in place of the GT. It reads no ground
+    truth: the click goes to the centre of the largest disagreement between that prediction
+    (upsampled bilinearly to the mask size and thresholded at 0.5) and the current mask, at the
+    exact low-res pixel."""
+
+    name = "learned clicker"
+
+    def __call__(self, env: ClickEnv, state: TensorDict, obs: TensorDict) -> Click:
+        if env.mask_prior is None:
+            raise ValueError("PriorClicker needs a mask prior installed in the env "
+                             "(env.set_mask_prior / ppo.prior.attach_prior).")
+        M, G = env.mask_size, env.config.grid_size
+        prob = env.mask_prior[state["image_id"]]
+        target = F.interpolate(prob, size=(M, M), mode="bilinear", align_corners=False)[:, 0] > 0.5
+        c = oracle.ritm_click(state["mask"], target, ~clicked_pixels(env, state))
+        cell = (c.rows // (M // G)) * G + c.cols // (M // G)
+        return points_from_pixels(c.rows, c.cols, M, env.input_size), c.positive.long(), cell
 
 
 class RandomClicker:

@@ -12,7 +12,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, OBS, SAM_PROB
+from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB
 from gpu_env.env import ClickEnv
 
 
@@ -44,6 +44,9 @@ class SAM2ClickTorchRLEnv(EnvBase):
         if cfg.obs_sam_prob:
             obs[SAM_PROB] = Bounded(0.0, 1.0, shape=(B, 1, S, S), dtype=torch.float32,
                                     device=self.device)
+        if cfg.obs_mask_prior:
+            obs[MASK_PRIOR] = Bounded(0.0, 1.0, shape=(B, 1, S, S), dtype=torch.float32,
+                                      device=self.device)
         if cfg.obs_image_embedding:
             emb = env.segmenter.image_embedding(torch.zeros(1, dtype=torch.long, device=self.device))
             if emb is None:

@@ -94,3 +94,33 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+def episode_strip(image: np.ndarray, gt: np.ndarray, episode: dict, input_size: int,
+                  size: int = 128) -> np.ndarray:
+    """One recorded evaluation episode (``Curves.episodes`` entry) as an ``H x W x 3`` uint8
+    strip: after each click, the image with the mask tinted blue, the GT outline in green and
+    the clicks so far (green fg, red bg), Dice in the title. ``image [3, h, w]`` uint8 or
+    ``[h, w, 3]``; ``gt`` any-size bool; points are in the segmenter's ``input_size`` frame.
+    Pure PIL/NumPy (no plotting backend), so training can log it to TensorBoard."""
+    img = torch.as_tensor(np.asarray(image))
+    if img.shape[0] == 3 and img.shape[-1] != 3:
+        img = img.permute(1, 2, 0)
+    base = F.interpolate(img.permute(2, 0, 1)[None].float(), size=(size, size), mode="bilinear",
+                         align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+    gt_t = torch.as_tensor(np.asarray(gt)).bool()[None]
+    tiles, titles = [], []
+    for k, mask in enumerate(episode["masks"]):
+        m = F.interpolate(torch.as_tensor(mask)[None, None].float(), size=(size, size),
+                          mode="nearest")[0, 0] > 0.5
+        tinted = base.clone()
+        blue = torch.tensor([40, 90, 255], dtype=torch.float32).view(3, 1, 1)
+        tinted = torch.where(m[None], (0.55 * tinted.float() + 0.45 * blue).to(torch.uint8), tinted)
+        tinted = overlay_outlines(tinted[None], gt_t)[0]
+        scale = size / input_size
+        pts = [((x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5)
+               for x, y in episode["points"][: k + 1]]
+        pos = [lab == 1 for lab in episode["labels"][: k + 1]]
+        tiles.append(draw_points(tinted.permute(1, 2, 0).contiguous().numpy(), pts, pos, radius=3))
+        titles.append(f"{k}: {episode['dice'][k]:.3f}")
+    return contact_sheet(tiles, cols=len(tiles), titles=titles)

@@ -8,6 +8,11 @@ from typing import Literal
 from gpu_env.config import EnvConfig
 
 
+ABSENT_MEANS = {"mask_prior": False, "prior_distance": False}
+"""Settings added after runs were saved, with the value that reproduces a run saved before them
+(runs before the mask prior had none)."""
+
+
 @dataclass
 class TrainConfig:
     """PPO on the batched click environment (CleanRL-style settings)."""
@@ -82,6 +87,18 @@ class TrainConfig:
     """Base channel width of the spatial policy."""
     patch_stem: bool = True
     """Spatial policy stem: one 4x4/4 conv (cheap, CPU default) instead of two 3x3/2 convs."""
+    mask_prior: bool = True
+    """Pre-train a mask prior (a small U-Net segmenting the image alone, supervised by the
+    training split's GT masks) before PPO and give the spatial policy its map of each image
+    (observation key ``mask_prior``); the same network drives the "learned clicker" baseline.
+    The actor still sees no ground truth."""
+    prior_steps: int = 1200
+    """Supervised updates (minibatches of 32) of the mask prior before PPO."""
+    prior_width: int = 16
+    """Base channel width of the mask prior U-Net (16: 0.49M parameters)."""
+    prior_distance: bool = False
+    """Also give the policy, at grid resolution, the distance of each predicted error cell
+    (prior vs mask) to the nearest correct cell: RITM's click signal with the prior as GT."""
 
     # --- PPO
     total_timesteps: int = 51_200
@@ -125,8 +142,10 @@ class TrainConfig:
     """Iterations between periodic checkpoints."""
     keep_checkpoints: int = 3
     """Periodic checkpoints kept (last.pt and best.pt are always kept)."""
-    eval_every: int = 0
-    """Iterations between quick evaluations selecting ``best.pt`` (0: only at the end)."""
+    eval_every: int = 20
+    """Iterations between quick evaluations (greedy agent, ``max_clicks`` clicks, the held-out
+    images; checked at checkpoint iterations and at the end) selecting ``best.pt`` by mean final
+    Dice and logging rendered episodes to TensorBoard. 0: none, and no ``best.pt`` is written."""
     eval_clicks: int = 20
     """Clicks per evaluation episode (NoC needs 20)."""
     tensorboard: bool = True
@@ -145,6 +164,7 @@ class TrainConfig:
             grid_size=self.grid_size, max_clicks=self.max_clicks, obs_size=self.obs_size,
             boundary_weight=self.boundary_weight, boundary_metric=self.boundary_metric,
             mode=self.mode, action_mask=self.action_mask, obs_sam_prob=self.obs_sam_prob,
+            obs_mask_prior=self.mask_prior,
             obs_image_embedding=self.obs_image_embedding, use_mask_input=self.use_mask_input,
         )
 
@@ -170,6 +190,11 @@ class TrainConfig:
         for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "max_clicks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.mask_prior and self.policy != "spatial":
+            raise ValueError("mask_prior=True needs policy='spatial' (pass --no-mask-prior for "
+                             "the prototype network).")
+        if self.prior_steps < 0:
+            raise ValueError(f"prior_steps must be >= 0, got {self.prior_steps}.")
         if self.obs_image_embedding and self.segmenter != "sam2":
             raise ValueError("obs_image_embedding=True needs segmenter='sam2'.")
 
@@ -178,6 +203,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """The config saved in a run's ``config.json`` / checkpoint. Fields added since a run
+        was saved take the value that reproduces that run (``ABSENT_MEANS``), not today's
+        default."""
+        d = {**ABSENT_MEANS, **d}
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:

@@ -95,9 +95,9 @@ def shard_indices(num_items: int, rank: int, world_size: int) -> list[int]:
 
 
 def broadcast_parameters(ctx: DistContext, module: torch.nn.Module) -> None:
-    """Start every rank from rank 0's weights."""
+    """Start every rank from rank 0's weights (parameters and buffers, e.g. BatchNorm's)."""
     if ctx.enabled:
-        for p in module.parameters():
+        for p in [*module.parameters(), *module.buffers()]:
             dist.broadcast(p.data, src=0)
 
 

@@ -11,7 +11,7 @@ from gpu_env.config import ACTION_MASK
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
 from gpu_env.evaluation import Curves, evaluate_clicker, format_table, write_results
-from gpu_env.policies import ActionClicker, OracleClicker, RandomClicker
+from gpu_env.policies import ActionClicker, OracleClicker, PriorClicker, RandomClicker
 from ppo.distributions import apply_mask
 
 
@@ -32,7 +32,8 @@ def evaluate_agent(env: ClickEnv, dataset: SegDataset, policy: torch.nn.Module |
                    baselines: bool = True, record: int = 0, progress: bool = True,
                    agent_name: str = "agent (PPO)") -> list[Curves]:
     """Curves for the agent (if given) and the baselines: RITM oracle (pixel-exact and snapped
-    to the grid), no further clicks, random clicks, on every image of ``dataset`` in order."""
+    to the grid), the learned clicker (when the env has a mask prior installed), no further
+    clicks, random clicks, on every image of ``dataset`` in order."""
     ids = torch.arange(len(dataset), device=env.device)
     run = lambda clicker, name=None: evaluate_clicker(
         env, dataset, clicker, ids, num_clicks=num_clicks, batch_size=batch_size,
@@ -46,6 +47,8 @@ def evaluate_agent(env: ClickEnv, dataset: SegDataset, policy: torch.nn.Module |
     if baselines:
         curves.append(run(OracleClicker(grid=False)))
         curves.append(run(OracleClicker(grid=True)))
+        if env.mask_prior is not None:
+            curves.append(run(PriorClicker()))
         curves.append(run(None))
         curves.append(run(RandomClicker(seed=seed, device=env.device)))
     return curves

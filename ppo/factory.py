@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpu_env.datasets import SegDataset, load_dataset
+from gpu_env.datasets import SegDataset, is_synthetic, load_dataset
 from gpu_env.env import ClickEnv
 from ppo.config import TrainConfig
 from ppo.distributed import shard_indices
@@ -23,7 +23,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_split(cfg: TrainConfig, split: str, count: int) -> SegDataset:
     """The dataset split named in the config (synthetic: ``count`` images)."""
-    kw = {"count": count} if cfg.dataset == "synthetic" else {}
+    kw = {"count": count} if is_synthetic(cfg.dataset) else {}
     return load_dataset(cfg.dataset, split=split, size=cfg.image_size, **kw)
 
 

@@ -26,7 +26,7 @@ from tensordict.nn import InteractionType, TensorDictModule, TensorDictSequentia
 from torch import Tensor, nn
 from torchrl.modules import ProbabilisticActor, ValueOperator
 
-from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, OBS, SAM_PROB
+from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB
 from ppo.distributions import GeneratorCategorical
 
 __all__ = [
@@ -135,7 +135,10 @@ class SpatialPolicy(nn.Module):
     exactly the action coding. Value head: global mean and max pooling -> MLP -> 1.
 
     Inputs (``in_keys``): ``observation`` always; ``sam_prob`` ``[B, 1, S, S]`` if
-    ``use_sam_prob``; ``gt_error`` ``[B, 2, S, S]`` if ``use_gt_error``; ``image_embedding``
+    ``use_sam_prob``; ``mask_prior`` ``[B, 1, S, S]`` if ``use_mask_prior`` (three planes: the
+    prior p and the predicted error maps ``p * (1 - mask)`` and ``(1 - p) * mask``; the policy
+    then owns the ``MaskPrior`` network as ``self.prior``, frozen: its maps are computed once per
+    image by ``ppo.prior.attach_prior``, not in this forward); ``gt_error`` ``[B, 2, S, S]`` if ``use_gt_error``; ``image_embedding``
     ``[B, 256, 64, 64]`` (any float dtype) if ``use_image_embedding``.
     56,051 parameters at the defaults (width 32), 213,347 at width 64.
     """
@@ -153,6 +156,9 @@ class SpatialPolicy(nn.Module):
         embedding_channels: int = 256,
         embedding_proj: int = 16,
         patch_stem: bool = False,
+        use_mask_prior: bool = False,
+        prior_width: int = 16,
+        prior_distance: bool = False,
     ) -> None:
         super().__init__()
         if obs_size < 4 or grid_size < 1 or width < 2:
@@ -166,14 +172,22 @@ class SpatialPolicy(nn.Module):
         self.use_sam_prob = use_sam_prob
         self.use_gt_error = use_gt_error
         self.use_image_embedding = use_image_embedding
+        self.use_mask_prior = use_mask_prior
+        self.prior_distance = prior_distance and use_mask_prior
         self.embedding_channels = embedding_channels
+        self.prior = None
+        if use_mask_prior:
+            from ppo.prior import MaskPrior
+
+            self.prior = MaskPrior(width=prior_width).requires_grad_(False)
         self.in_keys = (
             [OBS]
             + ([SAM_PROB] if use_sam_prob else [])
+            + ([MASK_PRIOR] if use_mask_prior else [])
             + ([GT_ERROR] if use_gt_error else [])
             + ([IMAGE_EMBEDDING] if use_image_embedding else [])
         )
-        in_channels = 6 + int(use_sam_prob) + 2 * int(use_gt_error)
+        in_channels = 6 + int(use_sam_prob) + 2 * int(use_gt_error) + 3 * int(use_mask_prior)
         if patch_stem:  # one 4x4/4 conv: ~5x cheaper, the budget choice for CPU training
             self.stem = nn.Sequential(
                 layer_init(nn.Conv2d(in_channels, width, 4, stride=4)), nn.ReLU())
@@ -188,7 +202,7 @@ class SpatialPolicy(nn.Module):
             else None
         )
         body: list[nn.Module] = []
-        channels = width + (embedding_proj if use_image_embedding else 0)
+        channels = width + (embedding_proj if use_image_embedding else 0) + 2 * int(self.prior_distance)
         for d in dilations:
             body += [layer_init(nn.Conv2d(channels, width, 3, padding=d, dilation=d)), nn.ReLU()]
             channels = width
@@ -205,6 +219,7 @@ class SpatialPolicy(nn.Module):
         sam_prob: Tensor | None = None,
         gt_error: Tensor | None = None,
         image_embedding: Tensor | None = None,
+        mask_prior: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Observation planes ``[B, C, S, S]`` -> logits ``[B, 2*G*G]``, value ``[B, 1]``."""
         dtype = self.policy_head.weight.dtype
@@ -212,6 +227,10 @@ class SpatialPolicy(nn.Module):
         planes = [_check_planes(OBS, observation, 6, S)]
         if self.use_sam_prob:
             planes.append(_check_planes(SAM_PROB, sam_prob, 1, S))
+        if self.use_mask_prior:
+            p = _check_planes(MASK_PRIOR, mask_prior, 1, S)
+            m = observation[:, 3:4]
+            planes += [p, p * (1 - m), (1 - p) * m]
         if self.use_gt_error:
             planes.append(_check_planes(GT_ERROR, gt_error, 2, S))
         x = torch.cat([p.to(dtype) for p in planes], 1) if len(planes) > 1 else planes[0].to(dtype)
@@ -222,10 +241,29 @@ class SpatialPolicy(nn.Module):
             e = _check_planes(IMAGE_EMBEDDING, image_embedding, self.embedding_channels, None)
             e = F.adaptive_avg_pool2d(e.to(dtype), G)
             h = torch.cat([h, self.embed_proj(e)], 1)
+        if self.prior_distance:
+            h = torch.cat([h, prior_error_distance(mask_prior, observation[:, 3:4], G).to(dtype)], 1)
         h = self.body(h)
         logits = self.policy_head(h).flatten(1)  # [B, 2, G, G] -> label * G*G + row * G + col
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], 1)
         return logits.float(), self.value_head(pooled).float()
+
+
+def prior_error_distance(prior: Tensor, mask: Tensor, grid_size: int) -> Tensor:
+    """RITM's distance maps with the mask prior in place of the GT, at grid resolution:
+    ``[B, 2, G, G]`` Euclidean distances (in cells, divided by ``G``) of the predicted
+    false-negative and false-positive cells (prior > 0.5 vs mask, each area-pooled to the grid and
+    thresholded at half a cell) to the nearest correct cell, the border counting as correct.
+    Computed from the observation alone (no ground truth); exact EDT, no host read."""
+    from gpu_env.edt import squared_edt
+
+    p = F.adaptive_avg_pool2d((prior > 0.5).float(), grid_size)
+    m = F.adaptive_avg_pool2d(mask.float(), grid_size)
+    err = torch.cat((p - m > 0.5, m - p > 0.5), 1)  # [B, 2, G, G] fn, fp
+    B = err.shape[0]
+    padded = F.pad(err.flatten(0, 1), (1, 1, 1, 1), value=False)
+    dist = squared_edt(padded)[:, 1:-1, 1:-1].sqrt() / grid_size
+    return dist.view(B, 2, grid_size, grid_size)
 
 
 @dataclass(frozen=True)

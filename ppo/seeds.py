@@ -26,7 +26,7 @@ __all__ = ["aggregate_seeds", "format_seed_tables", "load_results", "plot_seeds"
 
 METRICS = ("dice", "dice_orig", "iou", "boundary")
 NOCS = ("noc85", "noc90")
-BASELINES = ("no further clicks", "oracle")
+BASELINES = ("no further clicks", "oracle", "learned clicker")
 
 
 def load_results(path: str | Path) -> dict:

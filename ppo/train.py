@@ -26,6 +26,7 @@ from ppo.config import TrainConfig
 from ppo.factory import RunEnvs, build_envs, resolve_device
 from ppo.gae import compute_gae
 from ppo.loss import PPOConfig, lr_at, make_ppo_loss, ppo_update
+from ppo.prior import attach_prior, pretrain_prior
 from ppo.policies import STATE_VALUE, ActorCritic, ProtoCNN, SpatialPolicy, make_actor_critic
 from ppo.rollout import EpisodeStats, allocate_buffer, collect
 
@@ -47,7 +48,8 @@ def build_policy(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
             net = SpatialPolicy(grid_size=cfg.grid_size, obs_size=cfg.obs_size, width=cfg.width,
                                 use_sam_prob=cfg.obs_sam_prob, use_gt_error=use_gt,
                                 use_image_embedding=cfg.obs_image_embedding,
-                                patch_stem=cfg.patch_stem)
+                                patch_stem=cfg.patch_stem, use_mask_prior=cfg.mask_prior,
+                                prior_width=cfg.prior_width, prior_distance=cfg.prior_distance)
         else:
             net = ProtoCNN(num_actions=2 * cfg.grid_size ** 2, obs_size=cfg.obs_size,
                            use_gt_error=use_gt)
@@ -82,6 +84,7 @@ class Trainer:
         self.ppo_cfg = ppo_config(cfg)
         self.policy = build_policy(cfg, self.device)
         dist_utils.broadcast_parameters(self.ctx, self.policy)
+        self.attach_prior()  # the untrained prior's maps until pre-training (or a resume)
         # Sampling and minibatch order: one generator per rank, seeded from (seed, rank).
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(dist_utils.rank_seed(cfg.seed, self.ctx))
@@ -92,7 +95,7 @@ class Trainer:
             self.policy.compile(fullgraph=True, dynamic=False)
             self.env = copy.copy(self.env)  # a private view whose step is compiled
             self.env.step = torch.compile(self.env.step, fullgraph=True, dynamic=False)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self.trainable(), lr=cfg.learning_rate, eps=1e-5)
         self.state = self.env.initial_state(self.local_envs, dist_utils.rank_seed(cfg.seed, self.ctx))
         self.initial_dice = self.state["dice"].clone()
         self.stats = EpisodeStats(self.local_envs, self.device)
@@ -107,6 +110,7 @@ class Trainer:
         self.keeper = CheckpointKeeper(self.run_dir, keep_last=cfg.keep_checkpoints,
                                        every=cfg.checkpoint_every)
         self.last_logged: dict = {}
+        self.prior_stats: dict = {}
         if cfg.resume:
             self.load(cfg.resume)
 
@@ -139,6 +143,7 @@ class Trainer:
         weights and optimizer exactly and re-keys the env rows and sampler per rank."""
         ck = load_checkpoint(path, map_location=self.device)
         self.policy.load_state_dict(ck["model"])
+        self.attach_prior()
         self.optimizer.load_state_dict(ck["optimizer"])
         counters = ck["counters"]
         self.iteration, self.global_step = counters["iteration"], counters["global_step"]
@@ -198,12 +203,32 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """The parameters PPO and behaviour cloning update (not the frozen mask prior)."""
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    def attach_prior(self) -> None:
+        """Install the policy's mask-prior maps in every env of the run (no-op without one)."""
+        attach_prior(self.policy, self.env, self.envs.train_env, self.envs.eval_env)
+
+    def pretrain_prior(self) -> None:
+        """Supervised pre-training of the mask prior on the training split (rank 0's weights
+        win in a multi-process run), then its maps are installed."""
+        stats = pretrain_prior(self.policy, self.envs.train_env, steps=self.cfg.prior_steps,
+                               seed=self.cfg.seed, progress=self.cfg.progress and self.ctx.rank == 0)
+        if stats is None:
+            return
+        dist_utils.broadcast_parameters(self.ctx, self.policy)
+        self.attach_prior()
+        self.prior_stats = {"prior_steps": stats.steps, "prior_seconds": stats.seconds,
+                            "prior_loss": stats.final_loss}
+
     def warm_start(self) -> None:
         """Behaviour cloning from the oracle (``cfg.bc_steps`` updates with its own Adam, so
         PPO's optimizer starts fresh); every rank clones on its own rows, rank 0's weights win."""
         from ppo.bc import behaviour_cloning
 
-        opt = torch.optim.Adam(self.policy.parameters(), lr=self.cfg.bc_lr)
+        opt = torch.optim.Adam(self.trainable(), lr=self.cfg.bc_lr)
         bar = tqdm(total=self.cfg.bc_steps, desc="behaviour cloning", leave=False,
                    disable=not (self.cfg.progress and self.ctx.rank == 0))
         with self.precision():
@@ -239,6 +264,8 @@ class Trainer:
         bar = tqdm(total=cfg.num_iterations * cfg.batch_size, initial=self.global_step,
                    unit="step", desc="train", disable=not (cfg.progress and rank0),
                    dynamic_ncols=True)
+        if cfg.mask_prior and cfg.prior_steps and self.iteration == 0:  # not again on resume
+            self.pretrain_prior()
         if cfg.bc_steps and self.iteration == 0:  # not again on resume
             self.warm_start()
         t0, steps0 = time.perf_counter(), self.global_step
@@ -260,7 +287,7 @@ class Trainer:
                                     dice=f"{row['final_dice']:.3f}", refresh=False)
                 if self.iteration % cfg.checkpoint_every == 0 or last:
                     self.check_finite()
-                    metric = self.quick_eval() if (rank0 and cfg.eval_every and (
+                    metric = self.quick_eval(log) if (rank0 and cfg.eval_every and (
                         self.iteration % cfg.eval_every == 0 or last)) else None
                     self.save(metric)
         except RuntimeError as err:
@@ -287,20 +314,25 @@ class Trainer:
                 "lr": self.optimizer.param_groups[0]["lr"], **host}
 
     @torch.no_grad()
-    def quick_eval(self) -> float:
-        """Greedy agent, held-out images, ``max_clicks`` clicks: mean final Dice (for best.pt)."""
+    def quick_eval(self, log: "RunLog | None" = None, episodes: int = 4) -> float:
+        """Greedy agent, held-out images, ``max_clicks`` clicks: mean final Dice (for best.pt).
+        With a ``log``, the Dice is logged as ``eval_dice`` and ``episodes`` rendered episodes
+        go to TensorBoard as one image (``eval/episodes``)."""
         from gpu_env.evaluation import evaluate_clicker
         from gpu_env.policies import ActionClicker
         from ppo.evaluate import greedy_actor
 
-        env = self.envs.eval_env
-        ids = torch.arange(len(self.envs.eval_data), device=env.device)
+        env, data = self.envs.eval_env, self.envs.eval_data
+        ids = torch.arange(len(data), device=env.device)
         self.policy.eval()
-        curves = evaluate_clicker(env, self.envs.eval_data, ActionClicker("agent", greedy_actor(self.policy)),
+        curves = evaluate_clicker(env, data, ActionClicker("agent", greedy_actor(self.policy)),
                                   ids, num_clicks=self.cfg.max_clicks + 1, progress=False,
-                                  original_resolution=False)
+                                  original_resolution=False, record=episodes)
         self.policy.train()
-        return float(curves.dice[:, -1].mean())
+        metric = float(curves.dice[:, -1].mean())
+        if log is not None:
+            log.write_eval(self.global_step, metric, curves.episodes, env, data)
+        return metric
 
 
 class RunLog:
@@ -328,6 +360,26 @@ class RunLog:
             for k, v in row.items():
                 if k not in ("iteration", "global_step"):
                     self.writer.add_scalar(k, v, row["global_step"])
+
+    def write_eval(self, global_step: int, dice: float, episodes: list[dict], env: ClickEnv,
+                   data) -> None:
+        """A quick evaluation: its mean final Dice and, in TensorBoard, its recorded episodes
+        rendered one strip per episode (``gpu_env.visualize.episode_strip``)."""
+        if self.writer is None:
+            return
+        import numpy as np
+
+        from gpu_env.visualize import episode_strip
+
+        self.writer.add_scalar("eval_dice", dice, global_step)
+        if episodes:
+            strips = [episode_strip(data.images[ep["image_id"]].cpu(),
+                                    env.gt[ep["image_id"]].cpu().numpy(), ep, env.input_size)
+                      for ep in episodes]
+            width = max(s.shape[1] for s in strips)
+            strips = [np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0))) for s in strips]
+            self.writer.add_image("eval/episodes", np.concatenate(strips), global_step,
+                                  dataformats="HWC")
 
     def close(self) -> None:
         if self.writer is not None:

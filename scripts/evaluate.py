@@ -17,6 +17,7 @@ from ppo.checkpoint import load_checkpoint
 from ppo.config import TrainConfig
 from ppo.evaluate import evaluate_agent, report
 from ppo.factory import build_envs, resolve_device
+from ppo.prior import attach_prior
 from ppo.train import build_policy
 
 
@@ -30,6 +31,8 @@ class EvaluateConfig:
     """Output folder for results.json/csv and the plot (default: <checkpoint dir>/eval)."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
+    dataset: str | None = None
+    """Override the run's dataset (e.g. ``synthetic:7``: frames of another generator seed)."""
     eval_split: str | None = None
     """Override the run's evaluation split."""
     eval_images: int | None = None
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ck = load_checkpoint(path, map_location=device)
     cfg = TrainConfig.from_dict(json.loads(ck["config"]))
     changes = {"device": str(device)}
+    if args.dataset:
+        changes["dataset"] = args.dataset
     if args.eval_split:
         changes["eval_split"] = args.eval_split
     if args.eval_images:
@@ -60,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     envs = build_envs(cfg, device, train=False)
     policy = build_policy(cfg, device)
     policy.load_state_dict(ck["model"])
+    attach_prior(policy, envs.eval_env)  # the agent's mask prior, and the learned clicker's
     curves = evaluate_agent(envs.eval_env, envs.eval_data, policy, num_clicks=args.num_clicks,
                             batch_size=args.batch_size, seed=args.seed, baselines=args.baselines)
     out = Path(args.out) if args.out else path.parent / "eval"

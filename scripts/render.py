@@ -128,6 +128,9 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
         envs = build_envs(tcfg, device, train=False)
         policy = build_policy(tcfg, device)
         policy.load_state_dict(ck["model"])
+        from ppo.prior import attach_prior
+
+        attach_prior(policy, envs.eval_env)
         clicker = ActionClicker("agent (PPO)", greedy_actor(policy))
     else:
         tcfg = TrainConfig(eval_images=cfg.episodes)

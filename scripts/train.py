@@ -32,10 +32,16 @@ def train_and_evaluate(cfg: TrainConfig) -> Path | None:
         curves = evaluate_agent(trainer.envs.eval_env, trainer.envs.eval_data, trainer.policy,
                                 num_clicks=cfg.eval_clicks, seed=cfg.seed, progress=cfg.progress)
         meta = {"config": cfg.to_dict(), "checkpoint": str(trainer.keeper.last),
-                "training": trainer.last_logged, "eval_split": cfg.eval_split,
+                "training": trainer.last_logged, "mask_prior": trainer.prior_stats,
+                "eval_split": cfg.eval_split,
                 "eval_images": len(trainer.envs.eval_data)}
         eval_dir = trainer.run_dir / "eval"
         text = report(curves, eval_dir, meta, table_clicks=cfg.max_clicks)
+        if trainer.prior_stats:
+            print(f"mask prior (also the learned clicker's network): "
+                  f"{trainer.prior_stats['prior_steps']} supervised steps on "
+                  f"{len(trainer.envs.train_data)} {cfg.train_split} images in "
+                  f"{trainer.prior_stats['prior_seconds']:.0f} s\n")
         print(text)
         print(f"\nresults: {eval_dir} (results.json, results.csv, "
               f"dice_vs_clicks.png); checkpoints: {trainer.run_dir}")

@@ -38,7 +38,7 @@ def tiny(out: Path, name: str, data: Path, **kw) -> TrainConfig:
                       total_timesteps=ITERATIONS * 8, num_minibatches=2, update_epochs=1,
                       width=4, max_clicks=2, log_every=1, checkpoint_every=1,
                       keep_checkpoints=ITERATIONS, eval_every=0, eval_clicks=3,
-                      tensorboard=False, progress=False)
+                      tensorboard=False, progress=False, prior_steps=2, prior_width=4)
     return replace(cfg, **kw)
 
 
@@ -193,7 +193,7 @@ def _argv(cfg: TrainConfig) -> list[str]:
             "--total-timesteps", str(cfg.total_timesteps), "--num-minibatches", "2",
             "--update-epochs", "1", "--width", "4", "--max-clicks", "2", "--log-every", "1",
             "--checkpoint-every", "1", "--eval-clicks", "3", "--no-tensorboard",
-            "--no-progress"]
+            "--no-progress", "--prior-steps", "2", "--prior-width", "4"]
 
 
 def test_nan_on_one_rank_stops_every_rank(tmp_path, data):

@@ -23,7 +23,9 @@ def tiny_run(tmp_path_factory):
 def test_train_writes_results_and_checkpoints(tiny_run):
     results = json.loads((tiny_run / "eval" / "results.json").read_text())
     names = [r["name"] for r in results["results"]]
-    assert names == ["agent (PPO)", "oracle", "oracle (grid)", "no further clicks", "random"]
+    assert names == ["agent (PPO)", "oracle", "oracle (grid)", "learned clicker",
+                     "no further clicks", "random"]
+    assert results["meta"]["mask_prior"]["prior_steps"] == 2
     assert results["meta"]["config"]["seed"] == 1 and results["results"][0]["max_clicks"] == 3
     for name in ("last.pt", "config.json", "progress.csv", "eval/results.csv",
                  "eval/dice_vs_clicks.png"):
@@ -40,7 +42,7 @@ def test_evaluate_command_reproduces_the_agent_row(tiny_run, tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())["results"]
     first = json.loads((tiny_run / "eval" / "results.json").read_text())["results"]
     # greedy agent and oracle are deterministic: the same curves as the train command's eval
-    for a, b in zip(first[:4], again[:4]):
+    for a, b in zip(first[:5], again[:5]):
         assert a["name"] == b["name"]
         assert a["dice_mean"] == pytest.approx(b["dice_mean"], abs=1e-6)
 
@@ -65,3 +67,16 @@ def test_render_episodes_writes_one_png_per_episode(tiny_run, tmp_path, monkeypa
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 2 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert not list(out.glob(".*"))  # no temp files left behind
+
+
+def test_baselines_command_has_the_learned_clicker_row(tmp_path, capsys):
+    from scripts import baselines
+
+    out = tmp_path / "base"
+    assert baselines.main(["--count", "3", "--train-count", "4", "--prior-steps", "2",
+                           "--prior-width", "4", "--num-clicks", "3", "--device", "cpu",
+                           "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| learned clicker |" in printed and "learned clicker: U-Net width 4" in printed
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert "2 steps in" in meta["learned_clicker"]

@@ -103,7 +103,8 @@ def test_write_seeds_outputs(tmp_path):
 TINY_FLAGS = ["--device", "cpu", "--train-images", "6", "--eval-images", "3", "--num-envs", "4",
               "--num-steps", "3", "--total-timesteps", "24", "--num-minibatches", "2",
               "--update-epochs", "1", "--width", "4", "--max-clicks", "2", "--eval-clicks", "3",
-              "--no-tensorboard", "--no-progress", "--exp-name", "tiny"]
+              "--no-tensorboard", "--no-progress", "--exp-name", "tiny", "--prior-steps", "2",
+              "--prior-width", "4"]
 
 
 def test_seeds_command_trains_each_seed_then_reuses(tmp_path, capsys):

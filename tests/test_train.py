@@ -23,7 +23,7 @@ def tiny(tmp_path: Path, name: str, **kw) -> TrainConfig:
                       eval_images=4, num_envs=4, num_steps=3, total_timesteps=4 * 12,
                       num_minibatches=2, update_epochs=2, width=4, log_every=1,
                       checkpoint_every=1, eval_every=0, tensorboard=False, progress=False,
-                      max_clicks=2)
+                      max_clicks=2, prior_steps=2, prior_width=4)
     return replace(cfg, **kw)
 
 

@@ -3,6 +3,8 @@
 Sources:
 
 * ``"synthetic"`` -- procedural polyp frames (kw: ``count``, ``seed``, ``orig_size``, ``device``);
+  ``"synthetic:<seed>"`` -- the same generator with another seed (default 0): frames that no
+  choice made on the default seed's splits has seen;
 * ``"kvasir:<path>"`` -- Kvasir-SEG (kw: ``split_file``, ``device``); a bare path to a folder
   that looks like Kvasir-SEG (named ``*kvasir*`` or holding ``kavsir_bboxes.json``) too;
 * any other path -- a folder with ``images/`` and ``masks/`` matched by stem (kw: ``split_file``,
@@ -23,7 +25,12 @@ from .io import DatasetError
 from .kvasir import load_kvasir, looks_like_kvasir
 from .synthetic import load_synthetic
 
-__all__ = ["DatasetError", "SegDataset", "from_arrays", "load_dataset"]
+__all__ = ["DatasetError", "SegDataset", "from_arrays", "is_synthetic", "load_dataset"]
+
+
+def is_synthetic(source: str) -> bool:
+    """``"synthetic"`` or ``"synthetic:<seed>"`` (these take a ``count``)."""
+    return source == "synthetic" or source.startswith("synthetic:")
 
 
 def load_dataset(source: str, split: str = "all", size: int = 256, **kw: Any) -> SegDataset:
@@ -33,6 +40,12 @@ def load_dataset(source: str, split: str = "all", size: int = 256, **kw: Any) ->
     """
     if source == "synthetic":
         return load_synthetic(split=split, size=size, **kw)
+    if source.startswith("synthetic:"):
+        text = source[len("synthetic:"):]
+        if not text.isdigit():
+            raise DatasetError(f"dataset source {source!r}: expected 'synthetic:<seed>' with a "
+                               f"non-negative integer seed, e.g. 'synthetic:7'.")
+        return load_synthetic(split=split, size=size, seed=int(text), **kw)
     if source.startswith("kvasir:"):
         return load_kvasir(source[len("kvasir:"):], split=split, size=size, **kw)
     if source.startswith("folder:"):
