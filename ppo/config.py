@@ -38,6 +38,13 @@ class TrainConfig:
     """Held-out split for evaluation."""
     train_images: int = 256
     """Number of synthetic training images (ignored for folders)."""
+    augment_copies: int = 0
+    """Augmented copies of each training image (flip, 90-degree rotation, zoom and colour
+    jitter on image and mask together; ``gpu_env.datasets.augment``), each its own image with its
+    own GT; the held-out split is never augmented. With ``segmenter=sam2`` the feature cache must
+    be built with the same ``--augment-copies``/``--augment-seed`` (``scripts.embed``)."""
+    augment_seed: int = 0
+    """Seed of the augmentation parameters (deterministic per seed and image id)."""
     eval_images: int = 64
     """Number of held-out images evaluated (the first ones of ``eval_split``)."""
     image_size: int = 256

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from gpu_env.datasets import SegDataset, is_synthetic, load_dataset
+from gpu_env.datasets.augment import augment
 from gpu_env.env import ClickEnv
 from ppo.config import TrainConfig
 from ppo.distributed import shard_indices
@@ -22,9 +23,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_split(cfg: TrainConfig, split: str, count: int) -> SegDataset:
-    """The dataset split named in the config (synthetic: ``count`` images)."""
+    """The dataset split named in the config (synthetic: ``count`` images); the training split
+    with its ``augment_copies`` augmented copies."""
     kw = {"count": count} if is_synthetic(cfg.dataset) else {}
-    return load_dataset(cfg.dataset, split=split, size=cfg.image_size, **kw)
+    data = load_dataset(cfg.dataset, split=split, size=cfg.image_size, **kw)
+    if split == cfg.train_split and cfg.augment_copies:
+        data = augment(data, cfg.augment_copies, cfg.augment_seed)
+    return data
 
 
 def build_segmenter(cfg: TrainConfig, dataset: SegDataset, split: str, device: torch.device,

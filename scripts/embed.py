@@ -34,6 +34,11 @@ class EmbedConfig:
     """Dataset split to encode (``train``, ``val``, ``test`` or ``all``)."""
     count: int | None = None
     """Number of images for the synthetic dataset (its default when unset)."""
+    augment_copies: int = 0
+    """Also encode K augmented copies of each image (training splits only; train with the same
+    ``--augment-copies``/``--augment-seed``), each its own cache row with its own GT."""
+    augment_seed: int = 0
+    """Seed of the augmentation parameters."""
     config: str = "sam2.1_hiera_b+"
     """SAM2 config: short name (t, s, b+, l, tiny, base_plus...) or a yaml path."""
     checkpoint: Path | None = None
@@ -67,15 +72,19 @@ def default_out(cfg: EmbedConfig) -> Path:
     name = cfg.dataset.split(":", 1)[0] if ":" in cfg.dataset else Path(cfg.dataset).name or "dataset"
     config_name, _ = resolve_config(cfg.config)
     size = f"@{cfg.image_size}" if cfg.image_size else ""
-    stem = f"{name}-{cfg.split}__{config_name}{size}".replace("/", "_").replace("+", "p")
+    aug = f"+aug{cfg.augment_copies}s{cfg.augment_seed}" if cfg.augment_copies else ""
+    stem = f"{name}-{cfg.split}{aug}__{config_name}{size}".replace("/", "_").replace("+", "p")
     return Path("caches") / stem
 
 
 def _load_dataset(cfg: EmbedConfig) -> Any:
     from gpu_env.datasets import load_dataset
 
+    from gpu_env.datasets.augment import augment
+
     kw = {"count": cfg.count} if cfg.count is not None else {}
-    return load_dataset(cfg.dataset, split=cfg.split, **kw)
+    return augment(load_dataset(cfg.dataset, split=cfg.split, **kw), cfg.augment_copies,
+                   cfg.augment_seed)
 
 
 def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta]:
