@@ -261,13 +261,13 @@ class Trainer:
             text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
             atomic_write(self.run_dir / "config.json", lambda f: f.write(text))
         log = RunLog(self.run_dir, cfg.tensorboard) if rank0 else None
-        bar = tqdm(total=cfg.num_iterations * cfg.batch_size, initial=self.global_step,
-                   unit="step", desc="train", disable=not (cfg.progress and rank0),
-                   dynamic_ncols=True)
         if cfg.mask_prior and cfg.prior_steps and self.iteration == 0:  # not again on resume
             self.pretrain_prior()
         if cfg.bc_steps and self.iteration == 0:  # not again on resume
             self.warm_start()
+        bar = tqdm(total=cfg.num_iterations * cfg.batch_size, initial=self.global_step,
+                   unit="step", desc="train", disable=not (cfg.progress and rank0),
+                   dynamic_ncols=True)
         t0, steps0 = time.perf_counter(), self.global_step
         loss_stats = None
         try:
