@@ -52,15 +52,21 @@ class OracleClicker:
         self.name = "oracle (grid)" if grid else "oracle"
 
     def __call__(self, env: ClickEnv, state: TensorDict, obs: TensorDict) -> Click:
-        M, G = env.mask_size, env.config.grid_size
-        gt = env.gt[state["image_id"]]
-        c = oracle.ritm_click(state["mask"], gt, ~clicked_pixels(env, state))
-        cell = (c.rows // (M // G)) * G + c.cols // (M // G)
-        if self.grid:
-            point = points_from_pixels(cell // G, cell % G, G, env.input_size)
-        else:
-            point = points_from_pixels(c.rows, c.cols, M, env.input_size)
-        return point, c.positive.long(), cell
+        return ritm_click_towards(env, state, env.gt[state["image_id"]], self.grid)
+
+
+def ritm_click_towards(env: ClickEnv, state: TensorDict, target: Tensor, grid: bool = False) -> Click:
+    """RITM's next click that moves each row's mask towards ``target [B, M, M]`` bool (the GT for
+    the oracle, a network's mask for the learned clicker), never on a clicked pixel; ``grid``
+    snaps it to the centre of its action-grid cell."""
+    M, G = env.mask_size, env.config.grid_size
+    c = oracle.ritm_click(state["mask"], target, ~clicked_pixels(env, state))
+    cell = oracle.pixel_to_cell(c.rows, c.cols, M, M, G)
+    if grid:
+        point = points_from_pixels(cell // G, cell % G, G, env.input_size)
+    else:
+        point = points_from_pixels(c.rows, c.cols, M, env.input_size)
+    return point, c.positive.long(), cell
 
 
 class PriorClicker:
@@ -76,12 +82,10 @@ class PriorClicker:
         if env.mask_prior is None:
             raise ValueError("PriorClicker needs a mask prior installed in the env "
                              "(env.set_mask_prior / ppo.prior.attach_prior).")
-        M, G = env.mask_size, env.config.grid_size
+        M = env.mask_size
         prob = env.mask_prior[state["image_id"]]
         target = F.interpolate(prob, size=(M, M), mode="bilinear", align_corners=False)[:, 0] > 0.5
-        c = oracle.ritm_click(state["mask"], target, ~clicked_pixels(env, state))
-        cell = (c.rows // (M // G)) * G + c.cols // (M // G)
-        return points_from_pixels(c.rows, c.cols, M, env.input_size), c.positive.long(), cell
+        return ritm_click_towards(env, state, target)
 
 
 class RandomClicker:

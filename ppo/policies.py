@@ -27,7 +27,9 @@ from torch import Tensor, nn
 from torchrl.modules import ProbabilisticActor, ValueOperator
 
 from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB
+from gpu_env.edt import squared_edt
 from ppo.distributions import GeneratorCategorical
+from ppo.prior import MaskPrior
 
 __all__ = [
     "LOGITS",
@@ -177,8 +179,6 @@ class SpatialPolicy(nn.Module):
         self.embedding_channels = embedding_channels
         self.prior = None
         if use_mask_prior:
-            from ppo.prior import MaskPrior
-
             self.prior = MaskPrior(width=prior_width).requires_grad_(False)
         self.in_keys = (
             [OBS]
@@ -255,8 +255,6 @@ def prior_error_distance(prior: Tensor, mask: Tensor, grid_size: int) -> Tensor:
     false-negative and false-positive cells (prior > 0.5 vs mask, each area-pooled to the grid and
     thresholded at half a cell) to the nearest correct cell, the border counting as correct.
     Computed from the observation alone (no ground truth); exact EDT, no host read."""
-    from gpu_env.edt import squared_edt
-
     p = F.adaptive_avg_pool2d((prior > 0.5).float(), grid_size)
     m = F.adaptive_avg_pool2d(mask.float(), grid_size)
     err = torch.cat((p - m > 0.5, m - p > 0.5), 1)  # [B, 2, G, G] fn, fp

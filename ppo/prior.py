@@ -57,8 +57,9 @@ class MaskPrior(nn.Module):
         for c in chans:
             self.down.append(_block(cin, c))
             cin = c
-        self.up = nn.ModuleList(_block(chans[i + 1] + chans[i], chans[i]) for i in range(depth - 1))
-        self.up = nn.ModuleList(reversed(list(self.up)))
+        # built shallow to deep (the order the weights are drawn in), applied deep to shallow
+        self.up = nn.ModuleList(reversed([_block(chans[i + 1] + chans[i], chans[i])
+                                          for i in range(depth - 1)]))
         self.head = nn.Conv2d(chans[0], 1, 1)
 
     def forward(self, rgb: Tensor) -> Tensor:
@@ -148,14 +149,19 @@ def policy_prior(policy: nn.Module) -> MaskPrior | None:
 
 
 def attach_prior(policy: nn.Module, *envs) -> None:
-    """Compute the policy's prior map of every image of each env (``ClickEnv``; None skipped)
-    and install it (``env.set_mask_prior``). A no-op for a policy without a prior."""
+    """Compute the policy's prior map of every image of each env (``ClickEnv``; None skipped;
+    envs sharing one image tensor computed once) and install it (``env.set_mask_prior``). A
+    no-op for a policy without a prior."""
     prior = policy_prior(policy)
     if prior is None:
         return
+    maps: dict[int, Tensor] = {}  # views of one env (a compiled copy) share its images
     for env in envs:
         if env is not None:
-            env.set_mask_prior(prior_probabilities(prior, env.rgb))
+            key = id(env.rgb)
+            if key not in maps:
+                maps[key] = prior_probabilities(prior, env.rgb)
+            env.set_mask_prior(maps[key])
 
 
 def pretrain_prior(policy: nn.Module, env, *, steps: int, seed: int, progress: bool = True

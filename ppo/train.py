@@ -261,7 +261,7 @@ class Trainer:
             text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
             atomic_write(self.run_dir / "config.json", lambda f: f.write(text))
         log = RunLog(self.run_dir, cfg.tensorboard) if rank0 else None
-        if cfg.mask_prior and cfg.prior_steps and self.iteration == 0:  # not again on resume
+        if self.iteration == 0:  # not again on resume; a no-op without a prior or steps
             self.pretrain_prior()
         if cfg.bc_steps and self.iteration == 0:  # not again on resume
             self.warm_start()
