@@ -192,3 +192,33 @@ def test_the_recipe_runs_with_sam2_and_the_image_embedding(tmp_path):
     names = [c.name for c in curves]
     assert "learned clicker" in names and "agent (PPO)" in names
     assert all(float(c.dice.min()) >= 0 for c in curves)
+
+
+def test_mask_prior_policy_forward_and_update_have_no_host_sync():
+    """The prior's planes and the grid distance maps (exact EDT) stay on the device."""
+    from tensordict import TensorDict
+
+    from ppo.loss import PPOConfig, make_ppo_loss, ppo_update
+    from ppo.policies import SpatialPolicy, make_actor_critic
+    from tests.sync_guard import allow_host_reads, forbid_host_sync
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    policy = SpatialPolicy(grid_size=8, obs_size=32, width=8, dilations=(1, 2),
+                           use_mask_prior=True, prior_width=4, prior_distance=True)
+    ac = make_actor_critic(policy, generator=gen)
+    obs = torch.rand(16, 6, 32, 32, generator=gen)
+    obs[:, 3] = (obs[:, 3] > 0.5).float()
+    td = TensorDict({OBS: obs, MASK_PRIOR: torch.rand(16, 1, 32, 32, generator=gen)}, [16])
+    with forbid_host_sync(), torch.no_grad():
+        batch = ac.policy_value(td)
+    batch["advantage"] = torch.randn(16, 1, generator=gen)
+    batch["value_target"] = batch["state_value"] + torch.randn(16, 1, generator=gen)
+    cfg = PPOConfig(num_minibatches=2, update_epochs=1)
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
+    loss = make_ppo_loss(ac.actor, ac.critic, cfg)
+    step = opt.step
+    opt.step = lambda: allow_host_reads(step)  # CPU Adam's step counter (see test_ppo_loss)
+    with forbid_host_sync():
+        stats = ppo_update(loss, opt, batch, cfg, generator=gen, lr=1e-3)
+    assert torch.isfinite(stats["loss_objective"]).all()
