@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from gpu_env import metrics
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
 from gpu_env.policies import Clicker
+from sam_batch.atomic_io import atomic_write
 
 NOC_THRESHOLDS = (0.85, 0.90)
 
@@ -163,20 +162,6 @@ def format_table(summaries: list[dict], key: str = "dice", title: str | None = N
     return "\n".join(lines)
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temp file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_results(summaries: list[dict], out_dir: str | Path, meta: dict | None = None) -> dict:
     """Write ``results.json``, ``results.csv`` and ``dice_vs_clicks.png`` into ``out_dir``
     (each atomically). Returns the paths."""
@@ -228,14 +213,7 @@ def save_figure(fig, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True, what="figure")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-

@@ -6,14 +6,15 @@ None): generator states are uint8 tensors, the run config is a JSON string, coun
 ints. Optimizer and LR-scheduler ``state_dict``s are already of that kind (a ``LambdaLR``
 stores ``None`` for plain-function lambdas).
 
-Writes go to a hidden temporary file in the destination directory, are flushed and fsynced,
-then ``os.replace``d over the target, and the directory is fsynced: a crash leaves either
-the old file or the new one, never a mix, and no temporary file survives an exception.
+Writes go through :func:`sam_batch.atomic_io.atomic_write` (temporary file, fsync, rename,
+directory fsync): a crash leaves either the old file or the new one, never a mix, and no
+temporary file survives an exception.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import pickle
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from sam_batch.atomic_io import atomic_write, fsync_dir, unlink_quietly
 
 __all__ = [
     "FORMAT",
@@ -47,44 +50,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable, or not one of ours (the message names it)."""
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms without directory fds (Windows): the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str | os.PathLike) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Atomically write ``state`` to ``path`` (parent directories are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp creates 0600; a checkpoint is an ordinary file
-            os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "state": dict(state)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    """Atomically write ``state`` to ``path`` (parent directories are created).
+
+    The state is serialised in memory first and then written with ordinary file writes, so a
+    full disk raises :class:`~sam_batch.atomic_io.DiskFullError` naming the path (and leaves the
+    previous file intact) instead of a serializer error.
+    """
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "state": dict(state)}, buf)
+    return atomic_write(path, lambda f: f.write(buf.getbuffer()), binary=True, what="checkpoint")
 
 
 def _first_line(err: BaseException) -> str:
@@ -269,9 +244,9 @@ class CheckpointKeeper:
                 shutil.copyfile(source, tmp)
             os.replace(tmp, target)
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume the best-metric bookkeeping from a loaded checkpoint's state."""

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_env.evaluation import atomic_write, save_figure
+from gpu_env.evaluation import save_figure
+from sam_batch.atomic_io import atomic_write
 
 __all__ = ["aggregate_seeds", "format_seed_tables", "load_results", "plot_seeds", "write_seeds"]
 

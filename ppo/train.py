@@ -19,7 +19,7 @@ from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from gpu_env.env import ClickEnv
-from gpu_env.evaluation import atomic_write
+from sam_batch.atomic_io import atomic_write
 from ppo import distributed as dist_utils
 from ppo.checkpoint import CheckpointKeeper, capture_generators, load_checkpoint, restore_generators
 from ppo.config import TrainConfig

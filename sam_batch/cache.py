@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sam_batch.atomic_io import atomic_write
 from sam_batch.encoder import SAM2Features, encode_batch, feature_shapes, preprocess
 
 __all__ = [
@@ -155,21 +156,12 @@ def size_report(meta: CacheMeta) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(text), what="cache metadata")
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    with tmp.open("wb") as f:
-        np.save(f, arr, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False), binary=True,
+                 what="cache file")
 
 
 def _to_storage(x: Tensor, dtype: torch.dtype) -> np.ndarray:
