@@ -117,8 +117,17 @@ class ClickEnv:
             boundary.append(boundary_score(mask, self.gt[ids], self.config,
                                            tuple(t[ids] for t in self.gt_terms)))
         self.init_logits = torch.cat(logits)
+        self.init_mask = self.init_logits[:, 0] > 0  # [N, M, M]
         self.init_dice = torch.cat(dice)
         self.init_boundary = torch.cat(boundary)
+        # The first click's heatmaps, once per image: a reset gathers them (the same values
+        # as adding the click to empty maps, which ``reset_reference`` does; parity-tested).
+        S, N = self.config.obs_size, self.num_images
+        self.init_heat = O.add_click(
+            torch.zeros(N, 2, S, S, device=self.device), self.first_point,
+            torch.ones(N, dtype=torch.int64, device=self.device),
+            torch.ones(N, dtype=torch.bool, device=self.device), self.input_size,
+            self.config.heatmap_sigma)
 
     def with_config(self, config: EnvConfig) -> "ClickEnv":
         """A view of this env with another ``max_clicks``/``target_dice`` (sharing every
@@ -167,11 +176,46 @@ class ClickEnv:
     def reset(self, state: TensorDict, rows: Tensor, image_ids: Tensor | None = None) -> TensorDict:
         """Start new episodes in ``rows`` (``[B]`` bool); every other row is returned bitwise
         unchanged. Images are drawn from the pool with each row's own key, or taken from
-        ``image_ids [B]`` when given (evaluation over a fixed list)."""
+        ``image_ids [B]`` when given (evaluation over a fixed list). Every field of a fresh
+        episode is a gather of a per-image constant (``reset_reference`` builds them instead)."""
+        key, image_ids = self._draw(state, image_ids)
+        B, K = state["labels"].shape
+        slot0 = torch.arange(K, device=self.device) == 0
+        fresh = TensorDict(
+            {
+                "image_id": image_ids,
+                "key": key,
+                "points": torch.where(slot0[None, :, None], self.first_point[image_ids][:, None], 0.0),
+                "labels": torch.where(slot0[None], 1, -1).expand(B, K),
+                "num_clicks": torch.ones(B, dtype=torch.int64, device=self.device),
+                "step": torch.zeros(B, dtype=torch.int64, device=self.device),
+                "logits": self.init_logits[image_ids],
+                "mask": self.init_mask[image_ids],
+                "dice": self.init_dice[image_ids],
+                "boundary": self.init_boundary[image_ids],
+                "heat": self.init_heat[image_ids],
+                "clicked": F.one_hot(self.first_cell[image_ids], self.config.grid_size ** 2).bool(),
+                "episode": state["episode"] + 1,
+            },
+            batch_size=state.batch_size,
+            device=self.device,
+        )
+        return fresh.where(rows, state)
+
+    def _draw(self, state: TensorDict, image_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Each row's advanced RNG key and its new episode's image (drawn from the pool with
+        the row's key unless ``image_ids`` is given)."""
         key, bits = rng.advance(state["key"])
         if image_ids is None:
             image_ids = self.image_pool[rng.randint_below(bits, self.image_pool.numel())]
-        image_ids = image_ids.to(self.device, torch.int64)
+        return key, image_ids.to(self.device, torch.int64)
+
+    def reset_reference(self, state: TensorDict, rows: Tensor,
+                        image_ids: Tensor | None = None) -> TensorDict:
+        """``reset`` computed from the episode's definition (first click added to empty
+        heatmaps, mask thresholded from the logits): the slow reference ``reset`` is tested
+        against, bitwise."""
+        key, image_ids = self._draw(state, image_ids)
         B, K = state["labels"].shape
         S = self.config.obs_size
         first_label = torch.ones(B, dtype=torch.int64, device=self.device)

@@ -1,7 +1,7 @@
 """Batched segmentation metrics on the device: Dice, IoU, boundary F-score, Boundary IoU.
 
-Inputs are ``Bool[B, H, W]`` masks; outputs ``Float32[B]``. Counts are float32 sums of booleans,
-exact up to 2**24 pixels per image. No value leaves the device and no branch reads a tensor.
+Inputs are ``Bool[B, H, W]`` masks; outputs ``Float32[B]``. Counts are int32 sums of the mask bytes,
+returned as float32 (exact up to 2**24 pixels per image). No value leaves the device and no branch reads a tensor.
 
 Boundary conventions (one for both boundary metrics, following Boundary IoU's reference code,
 Cheng et al. 2021, which pads with background "so mask truncated by the image border is also
@@ -58,7 +58,9 @@ def _check_tolerance(tolerance: int, minimum: int) -> None:
 
 
 def _count(mask: Tensor) -> Tensor:
-    return mask.sum(dim=(1, 2), dtype=torch.float32)
+    # Summing the bytes as int32 is exact and ~5x faster on CPU than a float32 sum (which
+    # converts every pixel first); the counts are then exact in float32 (< 2**24).
+    return mask.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32).to(torch.float32)
 
 
 def _ratio(numerator: Tensor, denominator: Tensor, empty: float) -> Tensor:
@@ -107,11 +109,43 @@ def _disk_rects(radius: int) -> list[tuple[int, int]]:
     return [(dy, math.isqrt(radius * radius - dy * dy)) for dy in range(radius + 1)]
 
 
+def _bool_dilate_1d(x: Tensor, radius: int, dim: int) -> Tensor:
+    """Dilation of ``Bool[B, H, W]`` by a segment of ``2r+1`` pixels along ``dim`` (-1: rows,
+    -2: columns); outside the image is background. Shifted ORs on bytes: exact, and memory
+    stays at two mask-sized buffers."""
+    if radius == 0:
+        return x
+    out = x.clone()
+    n = x.shape[dim]
+    for k in range(1, min(radius, n - 1) + 1):
+        out.narrow(dim, k, n - k).logical_or_(x.narrow(dim, 0, n - k))
+        out.narrow(dim, 0, n - k).logical_or_(x.narrow(dim, k, n - k))
+    return out
+
+
+def _bool_dilate_rects(mask: Tensor, rects: list[tuple[int, int]]) -> Tensor:
+    """``_pool_dilate_rects`` on bytes: each ``(2a+1) x (2b+1)`` rectangle is a row segment of
+    radius ``b`` then a column segment of radius ``a`` (separable); the row pass of a radius is
+    shared by every rectangle that needs it."""
+    rows: dict[int, Tensor] = {}
+    out = None
+    for a, b in rects:
+        if b not in rows:
+            rows[b] = _bool_dilate_1d(mask, b, -1)
+        y = _bool_dilate_1d(rows[b], a, -2)
+        out = y if out is None else (out | y)
+    return out
+
+
 def dilate_disk(mask: Tensor, radius: int, engine: str = "shift") -> Tensor:
-    """Dilation by ``disk_kernel(radius)``: Kornia (``engine`` = a Kornia engine) or
-    ``engine="pool"``, an exact max-pool decomposition (much faster on CPU; parity-tested)."""
+    """Dilation by ``disk_kernel(radius)``: Kornia (``engine`` = a Kornia engine), or one of
+    two exact decompositions of the disk into centred rectangles (parity-tested against Kornia):
+    ``engine="pool"`` (float max-pooling) and ``engine="bool"`` (separable shifted ORs on
+    bytes, the fastest on CPU)."""
     if engine == "pool":
         return _pool_dilate_rects(mask, _disk_rects(radius))
+    if engine == "bool":
+        return _bool_dilate_rects(mask, _disk_rects(radius))
     return dilate(mask, disk_kernel(radius, mask.device), engine)
 
 
@@ -120,6 +154,8 @@ def erode_square(mask: Tensor, radius: int, engine: str = "shift") -> Tensor:
     ``dilate_disk``."""
     if engine == "pool":
         return ~_pool_dilate_rects(~mask, [(radius, radius)]) & _inside(mask, radius)
+    if engine == "bool":
+        return ~_bool_dilate_rects(~mask, [(radius, radius)]) & _inside(mask, radius)
     return erode(mask, square_kernel(radius, mask.device), engine)
 
 
@@ -135,9 +171,10 @@ def _inside(mask: Tensor, radius: int) -> Tensor:
 
 
 def default_engine(device: torch.device) -> str:
-    """Kornia's ``shift`` engine on accelerators, the equivalent max-pool path on CPU, where
-    Kornia's float shift-and-reduce costs ~10x more."""
-    return "pool" if torch.device(device).type == "cpu" else "shift"
+    """Kornia's ``shift`` engine on accelerators; on CPU the equivalent separable boolean
+    path (``"bool"``), where Kornia's float shift-and-reduce costs ~10x more and float
+    max-pooling ~10x more again at B=64."""
+    return "bool" if torch.device(device).type == "cpu" else "shift"
 
 
 def boundary(mask: Tensor, width: int = 1, engine: str = "shift") -> Tensor:

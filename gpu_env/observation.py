@@ -59,7 +59,12 @@ def heatmaps_from_clicks(points: Tensor, labels: Tensor, input_size: int, size: 
 
 
 def resize_mask(mask: Tensor, size: int) -> Tensor:
-    """Binary ``[B, M, M]`` -> float ``[B, S, S]`` by nearest-neighbour sampling."""
+    """Binary ``[B, M, M]`` -> float ``[B, S, S]`` by nearest-neighbour sampling
+    (``F.interpolate(mode="nearest")``, which samples source pixel ``floor(i * M / S)``)."""
+    M = mask.shape[-1]
+    if M % size == 0 and mask.shape[-2] == M:  # integer factor: the same pixels, by slicing,
+        step = M // size  # converting only the sampled quarter (or less) to float
+        return mask[:, ::step, ::step].to(torch.float32)
     return F.interpolate(mask[:, None].to(torch.float32), size=(size, size), mode="nearest")[:, 0]
 
 

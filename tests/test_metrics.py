@@ -266,20 +266,23 @@ def test_precomputed_gt_terms_give_identical_scores():
                            boundary_iou(pred, gt, tol, gt_band=boundary(gt, tol)))
 
 
-@pytest.mark.parametrize("radius", [0, 1, 2, 3, 4])
-def test_pool_engine_equals_kornia(radius):
+@pytest.mark.parametrize("engine", ["pool", "bool"])
+@pytest.mark.parametrize("radius", [0, 1, 2, 3, 4, 6])
+def test_fast_engines_equal_kornia(radius, engine):
     g = torch.Generator().manual_seed(radius)
-    for density in (0.02, 0.3, 0.7, 1.0):
-        m = torch.rand(3, 37, 41, generator=g) < density
-        m[0, 0, :] = True  # touch the border
-        assert torch.equal(metrics.dilate_disk(m, radius, "pool"), metrics.dilate_disk(m, radius, "shift"))
-        if radius >= 1:
-            assert torch.equal(metrics.erode_square(m, radius, "pool"),
-                               metrics.erode_square(m, radius, "shift"))
+    for density in (0.0, 0.02, 0.3, 0.7, 1.0):
+        for shape in ((3, 37, 41), (2, 5, 3), (1, 1, 9)):
+            m = torch.rand(*shape, generator=g) < density
+            m[0, 0, :] = True  # touch the border
+            assert torch.equal(metrics.dilate_disk(m, radius, engine),
+                               metrics.dilate_disk(m, radius, "shift"))
+            if radius >= 1:
+                assert torch.equal(metrics.erode_square(m, radius, engine),
+                                   metrics.erode_square(m, radius, "shift"))
     pred = torch.rand(4, 40, 40, generator=g) > 0.5
     gt = torch.rand(4, 40, 40, generator=g) > 0.5
-    assert torch.equal(metrics.boundary_fscore(pred, gt, radius, "pool"),
+    assert torch.equal(metrics.boundary_fscore(pred, gt, radius, engine),
                        metrics.boundary_fscore(pred, gt, radius, "shift"))
     if radius >= 1:
-        assert torch.equal(metrics.boundary_iou(pred, gt, radius, "pool"),
+        assert torch.equal(metrics.boundary_iou(pred, gt, radius, engine),
                            metrics.boundary_iou(pred, gt, radius, "shift"))

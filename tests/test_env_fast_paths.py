@@ -1,0 +1,68 @@
+"""Every fast path of the env step against its slow reference, bitwise (issue 12)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpu_env import metrics
+from gpu_env import observation as O
+from gpu_env.config import EnvConfig
+from gpu_env.datasets import load_dataset
+from gpu_env.env import ClickEnv
+from sam_batch.geodesic import GeodesicSegmenter
+
+B = 7
+
+
+@pytest.fixture(scope="module")
+def env():
+    data = load_dataset("synthetic", split="train", size=256, count=9)
+    return ClickEnv(GeodesicSegmenter(data.images), data, EnvConfig(max_clicks=4))
+
+
+def test_reset_equals_its_reference_bitwise(env):
+    g = torch.Generator().manual_seed(0)
+    state = env.initial_state(B, 3)
+    for t in range(6):  # mid-episode states, partial resets, pool draws and given image ids
+        action = torch.randint(0, env.num_actions, (B,), generator=g)
+        state, _ = env.step(state, action)
+        rows = torch.rand(B, generator=g) < 0.5
+        ids = torch.randint(0, env.num_images, (B,), generator=g) if t % 2 else None
+        fast, ref = env.reset(state, rows, ids), env.reset_reference(state, rows, ids)
+        assert set(fast.keys()) == set(ref.keys())
+        for k in ref.keys():
+            assert fast[k].dtype == ref[k].dtype and torch.equal(fast[k], ref[k]), k
+        state = fast
+
+
+@pytest.mark.parametrize("size,out", [(256, 128), (256, 64), (256, 256), (96, 32), (256, 100)])
+def test_resize_mask_equals_nearest_interpolation(size, out):
+    g = torch.Generator().manual_seed(size + out)
+    mask = torch.rand(3, size, size, generator=g) > 0.5
+    ref = F.interpolate(mask[:, None].float(), size=(out, out), mode="nearest")[:, 0]
+    assert torch.equal(O.resize_mask(mask, out), ref)
+
+
+def test_byte_counts_equal_float_sums():
+    g = torch.Generator().manual_seed(1)
+    for density in (0.0, 0.1, 0.9, 1.0):
+        m = torch.rand(4, 256, 256, generator=g) < density
+        assert torch.equal(metrics._count(m), m.sum(dim=(1, 2), dtype=torch.float32))
+        t = m.transpose(1, 2)  # a non-contiguous view counts the same
+        assert torch.equal(metrics._count(t), t.sum(dim=(1, 2), dtype=torch.float32))
+
+
+def test_step_metrics_equal_kornia_reference(env):
+    """The env's CPU boundary engine ("bool") gives the rewards Kornia's morphology gives."""
+    from gpu_env.reward import boundary_score
+
+    g = torch.Generator().manual_seed(2)
+    state = env.initial_state(B, 0)
+    for _ in range(3):
+        state, out = env.step(state, torch.randint(0, env.num_actions, (B,), generator=g))
+        gt = env.gt[state["image_id"]]
+        ref = metrics.boundary_fscore(state["mask"], gt, env.config.boundary_tolerance, "shift")
+        assert torch.equal(out["boundary"], ref)
+        assert torch.equal(boundary_score(state["mask"], gt, env.config), ref)
