@@ -28,7 +28,7 @@ from ppo.gae import compute_gae
 from ppo.loss import PPOConfig, lr_at, make_ppo_loss, ppo_update
 from ppo.prior import attach_prior, pretrain_prior
 from ppo.policies import STATE_VALUE, ActorCritic, ProtoCNN, SpatialPolicy, make_actor_critic
-from ppo.rollout import EpisodeStats, allocate_buffer, collect
+from ppo.rollout import EpisodeStats, allocate_buffer, collect, shared_phase
 
 NONFINITE_WHERE = ("rewards", "advantages", "loss")
 
@@ -178,7 +178,8 @@ class Trainer:
         cfg = self.cfg
         with self.precision():
             self.state, self.initial_dice = collect(self.env, self.state, self.ac, self.buffer,
-                                                    self.stats, self.initial_dice)
+                                                    self.stats, self.initial_dice,
+                                                    shared_phase(self.env, self.state))
         buf = self.buffer
         adv, target = compute_gae(buf["reward"], buf[STATE_VALUE][..., 0], buf["next_value"],
                                   buf["terminated"], buf["done"], cfg.gamma, cfg.gae_lambda)
