@@ -282,6 +282,22 @@ def _output_paths(out_dir: Path, date: str, name: str) -> tuple[Path, Path, Path
     raise SystemExit(f"too many reports named {stem} in {out_dir}")
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (reports travel between
+    machines: no absolute paths of the machine that ran them)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _portable(cmd: list[str], raw_path: Path) -> list[str]:
+    """The pytest command as a user would type it in the repository: ``python``, not this
+    interpreter's absolute path, and the temporary JSON path as a placeholder."""
+    out = ["python" if c == sys.executable else c for c in cmd]
+    return [c.replace(str(raw_path), "<tmp>/pytest-benchmark.json") for c in out]
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(BenchConfig, args=argv, description=__doc__)
     from bench.flops import cost_report, peaks_for
@@ -311,18 +327,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = analyse(raw, cost, peak, budget, cfg.cache_images)
     first = next((b.get("extra_info", {}) for b in raw.get("benchmarks", []) if "path" in b.get("extra_info", {})), {})
     shell = " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(
-        f"'{c}'" if (" " in c or c == "") else c for c in cmd)
+        f"'{c}'" if (" " in c or c == "") else c for c in _portable(cmd, raw_path))
     meta = {"date": now.isoformat(timespec="seconds"), "device": str(device), "device_name": name,
             "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
             "path": first.get("path", "eager-fp32"), "precision": first.get("precision", "fp32"),
             "feature_dtype": first.get("feature_dtype", "torch.float16"),
             "torch_threads": first.get("torch_threads", torch.get_num_threads()),
             "omp_num_threads": env.get("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS")),
-            "command": cmd, "command_env": env, "command_line": shell.strip(),
+            "command": _portable(cmd, raw_path), "command_env": env, "command_line": shell.strip(),
             "script_command": "python -m scripts.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "pytest_exit": status, "peak_tflops": peak[0] / 1e12, "bandwidth_tbs": peak[1] / 1e12,
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-            "log": str(log_path)}
+            "config": {k: (_relative(v) if isinstance(v, Path) else v)
+                       for k, v in dataclasses.asdict(cfg).items()},
+            "log": _relative(log_path)}
     report = {"meta": meta, "rows": rows, "cost": cost,
               "pytest_benchmark": {k: raw.get(k) for k in ("machine_info", "commit_info", "version")}}
     json_path.write_text(json.dumps(report, indent=2, default=str))

@@ -66,3 +66,28 @@ def test_step_metrics_equal_kornia_reference(env):
         ref = metrics.boundary_fscore(state["mask"], gt, env.config.boundary_tolerance, "shift")
         assert torch.equal(out["boundary"], ref)
         assert torch.equal(boundary_score(state["mask"], gt, env.config), ref)
+
+
+@pytest.mark.gpu
+def test_cuda_engines_agree_and_env_step_never_syncs():
+    """On CUDA: the byte engine equals Kornia's, and a whole env step (decode, metrics,
+    reward, heatmaps, observation, reset) runs under CUDA's sync-debug "error" mode."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    g = torch.Generator().manual_seed(5)
+    m = (torch.rand(16, 256, 256, generator=g) < 0.3).cuda()
+    for r in (1, 2, 3):
+        assert torch.equal(metrics.dilate_disk(m, r, "bool"), metrics.dilate_disk(m, r, "shift"))
+        assert torch.equal(metrics.erode_square(m, r, "bool"), metrics.erode_square(m, r, "shift"))
+    data = load_dataset("synthetic", split="train", size=256, count=9)
+    env = ClickEnv(GeodesicSegmenter(data.images.cuda()), data, EnvConfig(max_clicks=2))
+    state = env.initial_state(32, 0)
+    actions = torch.randint(0, env.num_actions, (4, 32), generator=g).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for a in actions:
+            state, out, obs = env.step_autoreset(state, a)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(out["reward"]).all()
