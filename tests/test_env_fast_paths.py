@@ -91,3 +91,29 @@ def test_cuda_engines_agree_and_env_step_never_syncs():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(out["reward"]).all()
+
+
+def test_row_chunks_give_the_whole_batch_result_bitwise():
+    data = load_dataset("synthetic", split="train", size=256, count=9)
+    seg = GeodesicSegmenter(data.images)
+    cfg = EnvConfig(max_clicks=2, obs_sam_prob=True, action_mask=True)
+    whole = ClickEnv(seg, data, cfg, row_chunk=1000)
+    chunked = ClickEnv(seg, data, cfg, row_chunk=16)  # 40 rows: chunks of 16, 16, 8
+    assert ClickEnv(seg, data, cfg).row_chunk == 32  # the CPU default
+    g = torch.Generator().manual_seed(4)
+    a, b = whole.initial_state(40, 1), chunked.initial_state(40, 1)
+    for t in range(5):
+        action = torch.randint(0, whole.num_actions, (40,), generator=g)
+        ra, rb = whole.step_autoreset(a, action), chunked.step_autoreset(b, action)
+        for x, y in zip(ra, rb):
+            for k in x.keys():
+                assert torch.equal(x[k], y[k]), (t, k)
+        a, b = ra[0], rb[0]
+        ids = torch.randint(0, 9, (40,), generator=g)
+        rows = torch.rand(40, generator=g) < 0.5
+        a, b = whole.reset(a, rows, image_ids=ids), chunked.reset(b, rows, image_ids=ids)
+        oa, ob = whole.observe(a), chunked.observe(b)
+        for k in oa.keys():
+            assert torch.equal(oa[k], ob[k]), k
+    with pytest.raises(ValueError, match="row_chunk=0"):
+        ClickEnv(seg, data, cfg, row_chunk=0)
