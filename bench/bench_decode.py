@@ -16,7 +16,6 @@ options apply (``--bench-device cuda``, ``--bench-bf16``, ``--bench-compile``,
 from __future__ import annotations
 
 import contextlib
-import os
 
 import pytest
 import torch
@@ -44,13 +43,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(opts, pytestconfig: pytest.Config):
+def setup(opts):
     model = build_sam(SAM2_CONFIG, None, device=opts.device, seed=0)
     feats = random_features(model, N_IMAGES, seed=0, dtype=opts.feature_dtype)
     feats = type(feats)(*(t.to(opts.device) for t in feats))
     # The decoder's own device-dependent chunk unless --bench-decode-chunk was given.
-    explicit = pytestconfig.getoption("--bench-decode-chunk") or os.environ.get("BENCH_DECODE_CHUNK")
-    dec = BatchedSAM2Decoder(model, feats, max_chunk=opts.decode_chunk if explicit else None, compile=opts.compile)
+    dec = BatchedSAM2Decoder(model, feats, max_chunk=opts.decode_chunk, compile=opts.compile)
     return model, feats, dec
 
 

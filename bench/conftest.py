@@ -15,7 +15,7 @@ Options (each also read from an environment variable, handy for ``scripts/bench.
 ``--bench-compile-mode``   ``BENCH_COMPILE_MODE``  ``default``, ``reduce-overhead`` (CUDA graphs
                                                    through Inductor) or ``max-autotune``
 ``--bench-cuda-graphs``    ``BENCH_CUDA_GRAPHS=1`` capture the env step as a CUDA graph (CUDA)
-``--bench-decode-chunk``   ``BENCH_DECODE_CHUNK``  rows per SAM2 decode pass (default 256)
+``--bench-decode-chunk``   ``BENCH_DECODE_CHUNK``  rows per SAM2 decode pass (default: the decoder's, 4 on CPU / 256 on CUDA)
 =========================  ======================  ============================================
 
 Every opt-in fast path is gated: before it is timed, a case compares it with eager fp32 on the
@@ -69,7 +69,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-cuda-graphs", action="store_true", default=False,
                 help="capture the env step as a CUDA graph; env BENCH_CUDA_GRAPHS=1")
     g.addoption("--bench-decode-chunk", type=int, default=None,
-                help="rows per SAM2 decoder pass (BatchedSAM2Decoder.max_chunk, default 256); "
+                help="rows per SAM2 decoder pass (BatchedSAM2Decoder.max_chunk; default: its device default, 4 on CPU, 256 on CUDA); "
                      "env BENCH_DECODE_CHUNK")
 
 
@@ -83,7 +83,7 @@ class BenchOptions:
     compile: bool
     compile_mode: str
     cuda_graphs: bool
-    decode_chunk: int
+    decode_chunk: int | None
 
     @property
     def precision(self) -> str:
@@ -131,7 +131,9 @@ def _resolve_options(config: pytest.Config) -> BenchOptions:
         raise pytest.UsageError(f"--bench-device={name!r}: only cpu and cuda are supported")
     images = config.getoption("--bench-images") or int(os.environ.get("BENCH_IMAGES", "0")) or (
         8 if device.type == "cuda" else 2)
-    chunk = config.getoption("--bench-decode-chunk") or int(os.environ.get("BENCH_DECODE_CHUNK", "256"))
+    # None: the decoder's own device default (4 rows per pass on a CPU, where the ~4 MiB-per-row
+    # activations then stay in cache; 256 on an accelerator).
+    chunk = config.getoption("--bench-decode-chunk") or int(os.environ.get("BENCH_DECODE_CHUNK", "0")) or None
     mode = config.getoption("--bench-compile-mode") or os.environ.get("BENCH_COMPILE_MODE", "default")
     graphs = _flag(config, "--bench-cuda-graphs", "BENCH_CUDA_GRAPHS")
     if graphs and device.type != "cuda":
@@ -142,7 +144,7 @@ def _resolve_options(config: pytest.Config) -> BenchOptions:
     if mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
         raise pytest.UsageError(f"--bench-compile-mode={mode!r}: expected default, reduce-overhead, "
                                 "max-autotune or max-autotune-no-cudagraphs")
-    if images < 1 or chunk < 1:
+    if images < 1 or (chunk is not None and chunk < 1):
         raise pytest.UsageError(f"--bench-images={images} and --bench-decode-chunk={chunk} must be >= 1")
     return BenchOptions(device=device, images=images, bf16=_flag(config, "--bench-bf16", "BENCH_BF16"),
                         compile=_flag(config, "--bench-compile", "BENCH_COMPILE"), compile_mode=mode,

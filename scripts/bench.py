@@ -55,8 +55,9 @@ class BenchConfig:
     """Capture the env step as one CUDA graph (CUDA only; parity-gated)."""
     images: int | None = None
     """Images encoded by SAM2 once per session (default 2 on CPU, 8 on CUDA)."""
-    decode_chunk: int = 256
-    """Rows per SAM2 decoder pass (``BatchedSAM2Decoder.max_chunk``)."""
+    decode_chunk: int | None = None
+    """Rows per SAM2 decoder pass (``BatchedSAM2Decoder.max_chunk``; default: the decoder's
+    device default, 4 on a CPU and 256 on an accelerator)."""
     slow: bool = True
     """Include the cases marked slow (1,000-iteration memory run, the largest CPU sizes)."""
     select: str | None = None
@@ -93,7 +94,9 @@ def pytest_command(cfg: BenchConfig, device: torch.device, json_path: Path) -> t
     """The pytest command line and the environment variables it needs."""
     cmd = [sys.executable, "-m", "pytest", *cfg.paths, "-p", "no:cacheprovider", "--benchmark-only",
            f"--benchmark-json={json_path}", "--bench-device", str(device),
-           "--bench-decode-chunk", str(cfg.decode_chunk), "--bench-compile-mode", cfg.compile_mode]
+           "--bench-compile-mode", cfg.compile_mode]
+    if cfg.decode_chunk:
+        cmd += ["--bench-decode-chunk", str(cfg.decode_chunk)]
     if cfg.images:
         cmd += ["--bench-images", str(cfg.images)]
     for flag, on in (("--bench-bf16", cfg.bf16), ("--bench-compile", cfg.compile),
