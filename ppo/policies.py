@@ -190,26 +190,26 @@ class SpatialPolicy(nn.Module):
         in_channels = 6 + int(use_sam_prob) + 2 * int(use_gt_error) + 3 * int(use_mask_prior)
         if patch_stem:  # one 4x4/4 conv: ~5x cheaper, the budget choice for CPU training
             self.stem = nn.Sequential(
-                layer_init(nn.Conv2d(in_channels, width, 4, stride=4)), nn.ReLU())
+                layer_init(nn.Conv2d(in_channels, width, 4, stride=4)), nn.ReLU(inplace=True))
         else:
             self.stem = nn.Sequential(
-                layer_init(nn.Conv2d(in_channels, width // 2, 3, stride=2, padding=1)), nn.ReLU(),
-                layer_init(nn.Conv2d(width // 2, width, 3, stride=2, padding=1)), nn.ReLU(),
+                layer_init(nn.Conv2d(in_channels, width // 2, 3, stride=2, padding=1)), nn.ReLU(inplace=True),
+                layer_init(nn.Conv2d(width // 2, width, 3, stride=2, padding=1)), nn.ReLU(inplace=True),
             )
         self.embed_proj = (
-            nn.Sequential(layer_init(nn.Conv2d(embedding_channels, embedding_proj, 1)), nn.ReLU())
+            nn.Sequential(layer_init(nn.Conv2d(embedding_channels, embedding_proj, 1)), nn.ReLU(inplace=True))
             if use_image_embedding
             else None
         )
         body: list[nn.Module] = []
         channels = width + (embedding_proj if use_image_embedding else 0) + 2 * int(self.prior_distance)
         for d in dilations:
-            body += [layer_init(nn.Conv2d(channels, width, 3, padding=d, dilation=d)), nn.ReLU()]
+            body += [layer_init(nn.Conv2d(channels, width, 3, padding=d, dilation=d)), nn.ReLU(inplace=True)]
             channels = width
         self.body = nn.Sequential(*body)
         self.policy_head = layer_init(nn.Conv2d(channels, 2, 1), POLICY_GAIN)
         self.value_head = nn.Sequential(
-            layer_init(nn.Linear(2 * channels, value_hidden)), nn.ReLU(),
+            layer_init(nn.Linear(2 * channels, value_hidden)), nn.ReLU(inplace=True),
             layer_init(nn.Linear(value_hidden, 1), VALUE_GAIN),
         )
 
