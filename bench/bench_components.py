@@ -19,17 +19,18 @@ valid clicks per row and SAM2's ``mask_input`` on) and times one call for the wh
 from __future__ import annotations
 
 import pytest
+from dataclasses import replace
 import torch
 
 from bench.bench_env import TOLERANCES
 from bench.conftest import PeakMemory, random_actions, sync
-from gpu_env.config import EnvConfig
+from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.env import ClickEnv
 from gpu_env.metrics import dice
 from gpu_env.oracle import ritm_click
 from gpu_env.reward import boundary_score
 
-TRAIN_OBS = EnvConfig(obs_sam_prob=True, action_mask=True)  # what the Trainer's default env observes
+TRAIN_OBS = replace(PROTOTYPE_ENV, obs_sam_prob=True, action_mask=True)  # what the Trainer's default env observes
 
 
 def _rounds(device: torch.device, cost: str, batch: int) -> tuple[int, int]:
@@ -115,7 +116,7 @@ def test_metrics(benchmark, bench_batch, assets, opts, recorder):
 @pytest.mark.parametrize("obs_config", ["six_channels", "train"])
 def test_observe(benchmark, bench_batch, obs_config, assets, opts, recorder):
     batch = bench_batch
-    env = assets.env("weightfree", EnvConfig() if obs_config == "six_channels" else TRAIN_OBS)
+    env = assets.env("weightfree", PROTOTYPE_ENV if obs_config == "six_channels" else TRAIN_OBS)
     state = mid_episode(env, batch)
     timing = _time(benchmark, lambda: env.observe(state), opts, *_rounds(opts.device, "light", batch))
     _record(benchmark, recorder, opts, f"observe[{obs_config}]", batch, timing)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from gpu_env.config import EnvConfig
+from gpu_env.config import PROTOTYPE_ENV, EnvConfig
 from gpu_env.env import ClickEnv
 
 SEGMENTERS = ("weightfree", "sam2")
@@ -357,7 +357,7 @@ class BenchAssets:
             self._segmenters[key] = seg
         return self._segmenters[key]
 
-    def env(self, name: str, config: EnvConfig = EnvConfig(), compiled: bool = False) -> ClickEnv:
+    def env(self, name: str, config: EnvConfig = PROTOTYPE_ENV, compiled: bool = False) -> ClickEnv:
         """The batched env of a segmenter (``compiled``: over its torch.compile'd decode); other
         configs share the precomputed constants when ``ClickEnv.with_config`` allows."""
         base_key = (name, compiled, None)
@@ -371,7 +371,7 @@ class BenchAssets:
                 self._envs[key] = ClickEnv(self.segmenter(name, compiled), self.data, config)
         return self._envs[key]
 
-    def baseline_env(self, name: str, config: EnvConfig = EnvConfig()):
+    def baseline_env(self, name: str, config: EnvConfig = PROTOTYPE_ENV):
         """The prototype-style env over the same images (and, for SAM2, the same weights and
         features) as the batched env."""
         from bench.prototype_baseline import (EpisodeData, PrototypeClickEnv, SAM2Predictor,

@@ -252,7 +252,7 @@ def cost_report(device: torch.device | str = "cpu", batch: int = 2, images: int 
     """FLOPs and bytes per env step for both segmenters (SAM2.1 b+ with random weights and
     random fp16 features; the weight-free segmenter), the default spatial policy's forward
     FLOPs, and the roofline rates on an H200. Takes seconds on a CPU."""
-    from gpu_env.config import EnvConfig
+    from gpu_env.config import PROTOTYPE_ENV
     from gpu_env.env import ClickEnv
     from ppo.config import TrainConfig
     from ppo.train import build_policy
@@ -273,7 +273,7 @@ def cost_report(device: torch.device | str = "cpu", batch: int = 2, images: int 
                   "sam2": BatchedSAM2Decoder(model, feats)}
     out: dict = {"steps": {}, "roofline_h200": {}}
     for name, seg in segmenters.items():
-        env = ClickEnv(seg, data, EnvConfig())
+        env = ClickEnv(seg, data, PROTOTYPE_ENV)
         cost = step_cost(env, name, batch)
         out["steps"][name] = cost.to_dict()
         out["roofline_h200"][name] = {

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
-from gpu_env.config import EnvConfig
+from gpu_env.config import PROTOTYPE_ENV, EnvConfig
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import resize_images, resize_masks
 from sam_batch.encoder import SAM2Features
@@ -196,7 +196,7 @@ class PrototypeClickEnv:
       seed: seeds the image draws of ``reset`` (NumPy generator owned by the env).
     """
 
-    def __init__(self, predictor: Predictor, data: EpisodeData, config: EnvConfig = EnvConfig(),
+    def __init__(self, predictor: Predictor, data: EpisodeData, config: EnvConfig = PROTOTYPE_ENV,
                  seed: int = 0) -> None:
         if data.gt.shape[-1] != predictor.mask_size:
             raise ValueError(f"data.gt is {data.gt.shape[-1]} px but the predictor's masks are "

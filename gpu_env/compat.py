@@ -12,14 +12,17 @@ implementation). This is a host-facing API: it reads values on the host by desig
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from gpu_env.config import OBS, EnvConfig
+from gpu_env.config import OBS, PROTOTYPE_ENV
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
+from sam_batch.config import SegmenterConfig
+from sam_batch.factory import build_segmenter
 
 
 def compute_dice(pred: Any, gt: Any, eps: float = 1e-6) -> float:
@@ -82,24 +85,18 @@ class SAM2ClickEnv:
                  grid_size: int = 32, max_clicks: int = 5, use_sam: bool = True,
                  device: str | torch.device = "cpu", encode_batch_size: int = 4, **env_kwargs):
         self.dataset = _as_dataset(dataset, size=256)
-        if use_sam:
-            if sam_predictor is None:
-                raise ValueError("use_sam=True needs sam_predictor (a SAM2 model or predictor); "
-                                 "pass use_sam=False for the weight-free segmenter.")
-            from sam_batch.decoder import BatchedSAM2Decoder
-            from sam_batch.encoder import encode_images
-
-            model = _sam_model(sam_predictor).to(device)
-            feats = encode_images(model, [self.dataset.load_original(i)[0]
-                                          for i in range(len(self.dataset))],
-                                  batch_size=encode_batch_size)
-            segmenter = BatchedSAM2Decoder(model, feats)
-        else:
-            from sam_batch.geodesic import GeodesicSegmenter
-
-            segmenter = GeodesicSegmenter(self.dataset.images.to(device))
-        config = EnvConfig(grid_size=grid_size, max_clicks=max_clicks, obs_size=obs_size,
-                           **env_kwargs)
+        if use_sam and sam_predictor is None:
+            raise ValueError("use_sam=True needs sam_predictor (a SAM2 model or predictor); "
+                             "pass use_sam=False for the weight-free segmenter.")
+        device = torch.device(device)
+        model = _sam_model(sam_predictor).to(device) if use_sam else None
+        data = self.dataset
+        segmenter = build_segmenter(
+            SegmenterConfig(kind="sam2" if use_sam else "weightfree"), data.images, device,
+            model=model, encode_batch_size=encode_batch_size,
+            originals=lambda: [data.load_original(i)[0] for i in range(len(data))])
+        config = replace(PROTOTYPE_ENV, grid_size=grid_size, max_clicks=max_clicks,
+                         obs_size=obs_size, **env_kwargs)
         self.env = ClickEnv(segmenter, self.dataset, config)
         self._seed = 0
         self._state = None

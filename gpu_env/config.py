@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 # Observation / state keys, shared by the env, the TorchRL wrapper and the policies.
 OBS = "observation"  # [B, 6, S, S] float: RGB in [0,1], binary mask, fg heatmap, bg heatmap
@@ -16,7 +18,9 @@ ACTION_MASK = "action_mask"  # [B, 2 * grid**2] bool: True = action allowed (opt
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """How episodes are run; see DESIGN.md for the semantics each field controls."""
+    """How episodes are run and what is observed (the env section of a run); the semantics
+    each field controls are in docs/design.md. The defaults are the training run's; the
+    prototype's bare six-channel env is ``PROTOTYPE_ENV``."""
 
     grid_size: int = 32
     """Click grid side: actions are ``label * grid**2 + row * grid + col``."""
@@ -38,18 +42,30 @@ class EnvConfig:
     """Gaussian sigma of click heatmaps, in observation pixels."""
     mode: Literal["auto", "simulated_user"] = "auto"
     """``auto``: the policy sees no ground truth; ``simulated_user``: GT error maps are observed."""
-    obs_sam_prob: bool = False
-    """Add the ``sam_prob`` key to observations."""
+    obs_sam_prob: bool = True
+    """Add the ``sam_prob`` key to observations: the segmenter's probability map."""
     obs_image_embedding: bool = False
     """Add the cached SAM2 image embedding under ``image_embedding`` (SAM2 segmenter only)."""
-    obs_mask_prior: bool = False
+    obs_mask_prior: Annotated[bool, tyro.conf.arg(aliases=("--mask-prior",))] = True
     """Add the ``mask_prior`` key: a per-image mask probability map installed with
     ``ClickEnv.set_mask_prior`` (a network of the image alone, e.g. ``ppo.prior.MaskPrior``;
-    no ground truth of the episode)."""
-    action_mask: bool = False
+    no ground truth of the episode). Training pre-trains that network (a small U-Net supervised
+    by the training split's GT masks) before PPO; the same network drives the "learned clicker"
+    baseline. The actor still sees no ground truth."""
+    action_mask: bool = True
     """Provide ``action_mask``: no click on an already clicked cell; in simulated-user mode
     also only label-consistent clicks (fg inside the false-negative region, bg inside the
     false-positive region; if a row has no such cell, every unclicked cell is allowed)."""
+
+    @property
+    def observation_keys(self) -> tuple[str, ...]:
+        """The observation's keys, in order: the one definition that ``ClickEnv.observe``, the
+        TorchRL specs (``gpu_env.torchrl_env``) and the policy's inputs
+        (``ppo.policies.build_policy``) follow."""
+        optional = ((SAM_PROB, self.obs_sam_prob), (MASK_PRIOR, self.obs_mask_prior),
+                    (IMAGE_EMBEDDING, self.obs_image_embedding),
+                    (GT_ERROR, self.mode == "simulated_user"), (ACTION_MASK, self.action_mask))
+        return (OBS, *(key for key, on in optional if on))
 
     @property
     def num_actions(self) -> int:
@@ -59,3 +75,7 @@ class EnvConfig:
     def max_points(self) -> int:
         """Click-buffer length K_max: the initial user click plus ``max_clicks``."""
         return self.max_clicks + 1
+
+
+PROTOTYPE_ENV = EnvConfig(obs_sam_prob=False, obs_mask_prior=False, action_mask=False)
+"""The prototype-compatible env: the six observation planes only, no action mask."""

@@ -37,7 +37,7 @@ from torch import Tensor
 from gpu_env import observation as O
 from gpu_env import oracle, rng
 from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB,
-                             EnvConfig)
+                             EnvConfig, PROTOTYPE_ENV)
 from gpu_env.datasets.base import SegDataset
 from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
@@ -89,7 +89,7 @@ class ClickEnv:
         it a multiple of the segmenter's own CPU chunk (geodesic: 16; SAM2: 4).
     """
 
-    def __init__(self, segmenter: Segmenter, dataset: SegDataset, config: EnvConfig = EnvConfig(),
+    def __init__(self, segmenter: Segmenter, dataset: SegDataset, config: EnvConfig = PROTOTYPE_ENV,
                  *, image_pool: Tensor | None = None, init_chunk: int = 256,
                  row_chunk: int | None = None):
         if segmenter.num_images != len(dataset):

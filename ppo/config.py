@@ -1,105 +1,36 @@
-"""The one typed configuration of a training run; ``scripts/train.py`` exposes it on the CLI."""
+"""The one typed configuration of a training run, composed of sections each consumer takes.
+
+``TrainConfig`` = ``data`` (``gpu_env.datasets.config.DataConfig``), ``segmenter``
+(``sam_batch.config.SegmenterConfig``), ``env`` (``gpu_env.config.EnvConfig``), ``policy``
+(``PolicyConfig``), ``ppo`` (``PPOConfig``) and ``run`` (``RunConfig``). Every setting is declared
+once, in its section, with one default and one docstring; ``sam2click-train`` exposes each as a
+flat flag (``--boundary-weight``, not ``--env.boundary-weight``: the names are unique across the
+sections, so a flat flag is unambiguous, and the flags of runs documented before the sections
+keep working). Saved configs are nested dicts; ``migrate`` reads the flat dicts of older runs.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Annotated, Any, Literal
+
+import tyro
 
 from gpu_env.config import EnvConfig
+from gpu_env.datasets.config import DataConfig
+from sam_batch.config import SegmenterConfig
 
 
-ABSENT_MEANS = {"mask_prior": False, "prior_distance": False}
-"""Settings added after runs were saved, with the value that reproduces a run saved before them
-(runs before the mask prior had none)."""
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The actor-critic network (its inputs follow from the env section's observation keys)."""
 
-
-@dataclass
-class TrainConfig:
-    """PPO on the batched click environment (CleanRL-style settings)."""
-
-    # --- run
-    exp_name: str = "ppo_click"
-    """Name of the run; outputs go to ``{out_dir}/{exp_name}``."""
-    out_dir: str = "runs"
-    """Parent folder of run folders."""
-    seed: int = 1
-    """Seeds the env rows, the policy initialisation and the sampling generator."""
-    device: str = "auto"
-    """``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``."""
-    resume: str | None = None
-    """Checkpoint to resume from (e.g. ``runs/ppo_click/last.pt``): continues bit-identically."""
-
-    # --- data and segmenter
-    dataset: str = "synthetic"
-    """``synthetic``, ``kvasir:<folder>`` or an image/mask folder."""
-    train_split: str = "train"
-    """Split the agent trains on."""
-    eval_split: str = "val"
-    """Held-out split for evaluation."""
-    train_images: int = 1024
-    """Number of synthetic training images (ignored for folders). The generator is cheap
-    (~14 s per 1,024 frames on 2 CPU cores) and the mask prior needs the variety."""
-    augment_copies: int = 0
-    """Augmented copies of each training image (flip, 90-degree rotation, zoom and colour
-    jitter on image and mask together; ``gpu_env.datasets.augment``), each its own image with its
-    own GT; the held-out split is never augmented. With ``segmenter=sam2`` the feature cache must
-    be built with the same ``--augment-copies``/``--augment-seed`` (``scripts.embed``)."""
-    augment_seed: int = 0
-    """Seed of the augmentation parameters (deterministic per seed and image id)."""
-    eval_images: int = 64
-    """Number of held-out images evaluated (the first ones of ``eval_split``)."""
-    image_size: int = 256
-    """Working size of dataset images kept on the device."""
-    segmenter: Literal["weightfree", "sam2"] = "weightfree"
-    """``weightfree`` (classical, no checkpoint) or ``sam2`` (needs a feature cache)."""
-    sam2_config: str = "sam2.1_hiera_b+"
-    """SAM2.1 config name (sam2 package)."""
-    sam2_checkpoint: str | None = None
-    """Local SAM2 checkpoint; None = random weights (benchmarks only)."""
-    sam2_seed: int = 0
-    """Seed of random SAM2 weights (only without a checkpoint; must match the cache's)."""
-    sam2_image_size: int | None = None
-    """Override of SAM2's input size (small random-weight models; must match the cache's)."""
-    feature_cache: str | None = None
-    """Feature cache directory made by ``scripts.embed`` (per split; ``{split}`` is replaced)."""
-    shard_data: bool = False
-    """Multi-process runs: rank r trains on images r::world_size only and loads only their
-    features (for training sets larger than one GPU's memory); off: every rank holds them all."""
-
-    # --- environment
-    grid_size: int = 32
-    """Click grid side (actions = 2 * grid_size**2)."""
-    max_clicks: int = 5
-    """Agent clicks per episode after the initial user click."""
-    obs_size: int = 128
-    """Observation side."""
-    boundary_weight: float = 0.5
-    """lambda of the boundary term in the reward."""
-    boundary_metric: Literal["fscore", "biou"] = "fscore"
-    """Boundary F-score or Boundary IoU."""
-    mode: Literal["auto", "simulated_user"] = "auto"
-    """``auto``: no GT in the observation; ``simulated_user``: GT error maps observed."""
-    action_mask: bool = True
-    """Mask already-clicked cells (and, in simulated-user mode, label-inconsistent ones)."""
-    obs_sam_prob: bool = True
-    """Give the policy the segmenter's probability map."""
-    obs_image_embedding: bool = False
-    """Give the policy the cached SAM2 image embedding (SAM2 segmenter only)."""
-    use_mask_input: bool = True
-    """Feed previous logits back to the segmenter as mask input."""
-
-    # --- policy
-    policy: Literal["spatial", "proto"] = "spatial"
+    kind: Annotated[Literal["spatial", "proto"], tyro.conf.arg(name="policy")] = "spatial"
     """``spatial`` (fully convolutional logit map) or ``proto`` (prototype-sized CNN)."""
     width: int = 16
     """Base channel width of the spatial policy."""
     patch_stem: bool = True
     """Spatial policy stem: one 4x4/4 conv (cheap, CPU default) instead of two 3x3/2 convs."""
-    mask_prior: bool = True
-    """Pre-train a mask prior (a small U-Net segmenting the image alone, supervised by the
-    training split's GT masks) before PPO and give the spatial policy its map of each image
-    (observation key ``mask_prior``); the same network drives the "learned clicker" baseline.
-    The actor still sees no ground truth."""
     prior_steps: int = 1200
     """Supervised updates (minibatches of 32) of the mask prior before PPO."""
     prior_width: int = 16
@@ -108,7 +39,11 @@ class TrainConfig:
     """Also give the policy, at grid resolution, the distance of each predicted error cell
     (prior vs mask) to the nearest correct cell: RITM's click signal with the prior as GT."""
 
-    # --- PPO
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO: rollout sizes and the CleanRL-style update (the values the click agent trains with)."""
+
     total_timesteps: int = 51_200
     """Environment steps (agent clicks) in total."""
     num_envs: int = 64
@@ -116,65 +51,34 @@ class TrainConfig:
     num_steps: int = 10
     """Rollout length T per iteration (batch = T * B)."""
     learning_rate: float = 1e-3
-    """Adam learning rate (the prototype used 2.5e-4: too slow for the CPU budget)."""
+    """Adam learning rate at iteration 0 (the prototype used 2.5e-4: too slow for the CPU budget)."""
     anneal_lr: bool = True
-    """Linearly anneal the learning rate to 0."""
+    """Anneal the learning rate linearly to 0 over the run (see ``ppo.loss.lr_at``)."""
     gamma: float = 0.5
     """Discount. Low on purpose: a click's effect shows in its own reward, and at 0.99 the
-    advantage is dominated by the noise of later clicks (measured; see the issue note)."""
+    advantage is dominated by the noise of later clicks (measured)."""
     gae_lambda: float = 0.95
     """GAE lambda."""
     num_minibatches: int = 4
-    """Minibatches per epoch."""
+    """Minibatches per epoch; must divide the rollout size T * B."""
     update_epochs: int = 4
     """Epochs over each rollout."""
     clip_coef: float = 0.1
-    """PPO clip epsilon (the prototype's)."""
+    """PPO clip epsilon, the prototype's (also the value clipping range when ``clip_vloss``)."""
     clip_vloss: bool = True
-    """Clip the value loss (CleanRL)."""
+    """Clip the value update around the rollout's values, as CleanRL does."""
     ent_coef: float = 0.02
     """Entropy bonus coefficient (the prototype's)."""
     vf_coef: float = 0.5
-    """Value loss coefficient."""
+    """Value loss coefficient, applied to CleanRL's ``0.5 * mse``."""
+    norm_adv: bool = True
+    """Standardise advantages per minibatch."""
     max_grad_norm: float = 0.5
-    """Global gradient-norm clip."""
+    """Global gradient-norm clip (PPO and the behaviour-cloning warm start)."""
     bc_steps: int = 0
     """Behaviour-cloning warm-start updates imitating the oracle's grid clicks before PPO."""
     bc_lr: float = 1e-3
     """Learning rate of the behaviour-cloning warm start."""
-
-    # --- logging, checkpoints, evaluation
-    log_every: int = 5
-    """Iterations between host reads of the device-side statistics."""
-    checkpoint_every: int = 20
-    """Iterations between periodic checkpoints."""
-    keep_checkpoints: int = 3
-    """Periodic checkpoints kept (last.pt and best.pt are always kept)."""
-    eval_every: int = 20
-    """Iterations between quick evaluations (greedy agent, ``max_clicks`` clicks, the held-out
-    images; checked at checkpoint iterations and at the end) selecting ``best.pt`` by mean final
-    Dice and logging rendered episodes to TensorBoard. 0: none, and no ``best.pt`` is written."""
-    eval_clicks: int = 20
-    """Clicks per evaluation episode (NoC needs 20)."""
-    tensorboard: bool = True
-    """Write TensorBoard event files next to the CSV log."""
-    progress: bool = True
-    """Show a progress bar."""
-
-    # --- speed
-    compile: bool = False
-    """``torch.compile(fullgraph=True)`` the policy forward and the env step."""
-    autocast: Literal["none", "bf16"] = "none"
-    """Mixed precision of the segmenter decode and policy forward (GPU)."""
-
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(
-            grid_size=self.grid_size, max_clicks=self.max_clicks, obs_size=self.obs_size,
-            boundary_weight=self.boundary_weight, boundary_metric=self.boundary_metric,
-            mode=self.mode, action_mask=self.action_mask, obs_sam_prob=self.obs_sam_prob,
-            obs_mask_prior=self.mask_prior,
-            obs_image_embedding=self.obs_image_embedding, use_mask_input=self.use_mask_input,
-        )
 
     @property
     def batch_size(self) -> int:
@@ -188,35 +92,147 @@ class TrainConfig:
     def num_iterations(self) -> int:
         return max(1, self.total_timesteps // self.batch_size)
 
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Naming, device, logging, checkpoints, evaluation during training, speed."""
+
+    exp_name: str = "ppo_click"
+    """Name of the run; outputs go to ``{out_dir}/{exp_name}``."""
+    out_dir: str = "runs"
+    """Parent folder of run folders."""
+    seed: int = 1
+    """Seeds the env rows, the policy initialisation and the sampling generator."""
+    device: str = "auto"
+    """``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    resume: str | None = None
+    """Checkpoint to resume from (e.g. ``runs/ppo_click/last.pt``): continues bit-identically."""
+    log_every: int = 5
+    """Iterations between host reads of the device-side statistics."""
+    checkpoint_every: int = 20
+    """Iterations between periodic checkpoints."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (last.pt and best.pt are always kept)."""
+    eval_every: int = 20
+    """Iterations between quick evaluations (greedy agent, ``max_clicks`` clicks, the held-out
+    images; run at checkpoint iterations that are multiples of it, and at the end) selecting
+    ``best.pt`` by mean final Dice and logging rendered episodes to TensorBoard. 0: none, and no
+    ``best.pt`` is written."""
+    eval_clicks: int = 20
+    """Clicks per episode of the evaluation after training (NoC needs 20)."""
+    tensorboard: bool = True
+    """Write TensorBoard event files next to the CSV log."""
+    progress: bool = True
+    """Show a progress bar."""
+    compile: bool = False
+    """``torch.compile(fullgraph=True)`` the policy forward and the env step."""
+    autocast: Literal["none", "bf16"] = "none"
+    """Mixed precision of the segmenter decode and policy forward (GPU)."""
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "segmenter": SegmenterConfig, "env": EnvConfig,
+                             "policy": PolicyConfig, "ppo": PPOConfig, "run": RunConfig}
+
+RENAMED = {"segmenter": "kind", "policy": "kind", "mask_prior": "obs_mask_prior"}
+"""Flat names of runs saved before the sections whose field is named otherwise in its section."""
+
+ABSENT_MEANS = {"env.obs_mask_prior": False, "policy.prior_distance": False}
+"""Settings added after runs were saved, with the value that reproduces a run saved before them
+(runs before the mask prior had none)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """PPO on the batched click environment (CleanRL-style settings)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
     def validate(self) -> None:
         """Reject inconsistent settings with a message naming the field."""
-        if self.batch_size % self.num_minibatches:
+        ppo = self.ppo
+        if ppo.batch_size % ppo.num_minibatches:
             raise ValueError(
-                f"num_envs * num_steps = {self.batch_size} must be divisible by "
-                f"num_minibatches = {self.num_minibatches}."
+                f"num_envs * num_steps = {ppo.batch_size} must be divisible by "
+                f"num_minibatches = {ppo.num_minibatches}."
             )
-        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "max_clicks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.mask_prior and self.policy != "spatial":
+        for section, name in (("ppo", "num_envs"), ("ppo", "num_steps"),
+                              ("ppo", "total_timesteps"), ("ppo", "update_epochs"),
+                              ("env", "max_clicks")):
+            if getattr(getattr(self, section), name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(getattr(self, section), name)}.")
+        if self.env.obs_mask_prior and self.policy.kind != "spatial":
             raise ValueError("mask_prior=True needs policy='spatial' (pass --no-mask-prior for "
                              "the prototype network).")
-        if self.prior_steps < 0:
-            raise ValueError(f"prior_steps must be >= 0, got {self.prior_steps}.")
-        if self.obs_image_embedding and self.segmenter != "sam2":
+        if self.policy.prior_steps < 0:
+            raise ValueError(f"prior_steps must be >= 0, got {self.policy.prior_steps}.")
+        if self.env.obs_image_embedding and self.segmenter.kind != "sam2":
             raise ValueError("obs_image_embedding=True needs segmenter='sam2'.")
 
+    @classmethod
+    def from_cli(cls, args: list[str] | None = None, description: str | None = None) -> "TrainConfig":
+        """The config of a command line: one flat flag per setting (``--boundary-weight``), its
+        help grouped by section."""
+        return tyro.cli(tyro.conf.OmitArgPrefixes[cls], args=args, description=description)
+
+    def replace(self, **flat: Any) -> "TrainConfig":
+        """A copy with settings changed by their flat names (``cfg.replace(seed=2)``)."""
+        nested = self.to_dict()
+        for name, value in flat.items():
+            section, field_name = _home(name)
+            nested[section][field_name] = value
+        return TrainConfig.from_dict(nested)
+
     def to_dict(self) -> dict:
+        """The nested dict saved in ``config.json`` and checkpoints."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """The config saved in a run's ``config.json`` / checkpoint. Fields added since a run
-        was saved take the value that reproduces that run (``ABSENT_MEANS``), not today's
-        default."""
-        d = {**ABSENT_MEANS, **d}
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+        """The config saved in a run's ``config.json`` / checkpoint, nested or (older runs) flat,
+        through ``migrate``."""
+        nested = migrate(d)
+        return cls(**{name: SECTIONS[name](**values) for name, values in nested.items()})
+
+
+def _home(name: str) -> tuple[str, str]:
+    """``(section, field)`` of a flat setting name (today's or a renamed one)."""
+    field_name = RENAMED.get(name, name)
+    if name in ("segmenter", "policy"):
+        return name, "kind"
+    for section, cls in SECTIONS.items():
+        if field_name in {f.name for f in fields(cls)}:
+            return section, field_name
+    raise ValueError(f"unknown TrainConfig setting {name!r}")
+
+
+def migrate(d: dict) -> dict:
+    """The one migration of saved configs: a nested dict ``{section: {field: value}}`` with
+    every section present, from either a nested dict or the flat dict of a run saved before the
+    sections. Settings a saved run lacks take the value that reproduces it (``ABSENT_MEANS``);
+    an unknown name raises ``ValueError`` naming it."""
+    flat_saved = not any(isinstance(d.get(s), dict) for s in SECTIONS)
+    nested: dict[str, dict] = {s: {} for s in SECTIONS}
+    if flat_saved:
+        for name, value in d.items():
+            section, field_name = _home(name)
+            nested[section][field_name] = value
+    else:
+        unknown = set(d) - set(SECTIONS)
         if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**d)
+            raise ValueError(f"unknown TrainConfig sections {sorted(unknown)}")
+        for section, values in d.items():
+            values = asdict(values) if is_dataclass(values) else dict(values)
+            names = {f.name for f in fields(SECTIONS[section])}
+            bad = set(values) - names
+            if bad:
+                raise ValueError(f"unknown {section} settings {sorted(bad)}")
+            nested[section].update(values)
+    for path, value in ABSENT_MEANS.items():
+        section, name = path.split(".")
+        nested[section].setdefault(name, value)
+    return nested

@@ -9,8 +9,10 @@ import torch
 from gpu_env.datasets import SegDataset, is_synthetic, load_dataset
 from gpu_env.datasets.augment import augment
 from gpu_env.env import ClickEnv
+from gpu_env.datasets.config import DataConfig
 from ppo.config import TrainConfig
 from ppo.distributed import shard_indices
+from sam_batch.factory import build_segmenter
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,45 +24,28 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def load_split(cfg: TrainConfig, split: str, count: int) -> SegDataset:
-    """The dataset split named in the config (synthetic: ``count`` images); the training split
-    with its ``augment_copies`` augmented copies."""
-    kw = {"count": count} if is_synthetic(cfg.dataset) else {}
-    data = load_dataset(cfg.dataset, split=split, size=cfg.image_size, **kw)
-    if split == cfg.train_split and cfg.augment_copies:
-        data = augment(data, cfg.augment_copies, cfg.augment_seed)
-    return data
+def load_split(data: DataConfig, split: str, count: int) -> SegDataset:
+    """The dataset split named in the data section (synthetic: ``count`` images); the training
+    split with its ``augment_copies`` augmented copies."""
+    kw = {"count": count} if is_synthetic(data.dataset) else {}
+    loaded = load_dataset(data.dataset, split=split, size=data.image_size, **kw)
+    if split == data.train_split and data.augment_copies:
+        loaded = augment(loaded, data.augment_copies, data.augment_seed)
+    return loaded
 
 
-def build_segmenter(cfg: TrainConfig, dataset: SegDataset, split: str, device: torch.device,
-                    indices: list[int] | None = None):
-    """The configured segmenter over ``dataset``'s images; ``indices``: ``dataset`` is this
-    subset of the split, and only those images' features are loaded from the cache."""
-    if cfg.segmenter == "weightfree":
-        from sam_batch.geodesic import GeodesicSegmenter
-
-        return GeodesicSegmenter(dataset.images.to(device))
-    from sam_batch.cache import load_cache
-    from sam_batch.decoder import BatchedSAM2Decoder
-    from sam_batch.model import build_sam, checkpoint_fingerprint
-
-    if cfg.feature_cache is None:
-        raise ValueError(
-            "segmenter='sam2' needs --feature-cache: build it first with "
-            "`python -m scripts.embed --dataset ... --out caches/<name>` for each split."
-        )
-    model = build_sam(cfg.sam2_config, cfg.sam2_checkpoint, device=device, seed=cfg.sam2_seed,
-                      image_size=cfg.sam2_image_size)
-    fingerprint = checkpoint_fingerprint(cfg.sam2_checkpoint, cfg.sam2_config, cfg.sam2_seed,
-                                         cfg.sam2_image_size)
-    cache = load_cache(cfg.feature_cache.replace("{split}", split), device,
-                       expect_fingerprint=fingerprint, indices=indices)
-    if list(cache.meta["image_ids"]) != list(dataset.ids):
-        raise ValueError(
-            f"feature cache {cfg.feature_cache!r} holds other images than split {split!r} of "
-            f"{cfg.dataset!r}; re-run scripts.embed for this split."
-        )
-    return BatchedSAM2Decoder(model, cache)
+def split_env(cfg: TrainConfig, split: str, count: int, device: torch.device,
+              shard: tuple[int, int] | None = None) -> tuple[ClickEnv, SegDataset]:
+    """The env over one split (``shard = (rank, world_size)``: only that rank's images) and its
+    dataset."""
+    data = load_split(cfg.data, split, count)
+    indices = None
+    if shard is not None:
+        indices = shard_indices(len(data), *shard)
+        data = data.subset(indices)
+    segmenter = build_segmenter(cfg.segmenter, data.images, device, image_ids=data.ids,
+                                split=split, indices=indices)
+    return ClickEnv(segmenter, data, cfg.env), data
 
 
 @dataclass
@@ -75,21 +60,15 @@ def build_envs(cfg: TrainConfig, device: torch.device, train: bool = True, *, ra
                world_size: int = 1, held_out: bool = True) -> RunEnvs:
     """Training and held-out envs (``train=False``: the held-out one only, for evaluation).
 
-    Multi-process runs: with ``cfg.shard_data`` rank ``rank`` of ``world_size`` keeps only
+    Multi-process runs: with ``cfg.data.shard_data`` rank ``rank`` of ``world_size`` keeps only
     training images ``rank::world_size`` (and only their cached features); ``held_out=False``
     skips the held-out env (only rank 0 evaluates).
     """
-    env_cfg = cfg.env_config()
     held = eval_env = None
     if held_out or not train:
-        held = load_split(cfg, cfg.eval_split, cfg.eval_images)
-        eval_env = ClickEnv(build_segmenter(cfg, held, cfg.eval_split, device), held, env_cfg)
+        eval_env, held = split_env(cfg, cfg.data.eval_split, cfg.data.eval_images, device)
     if not train:
         return RunEnvs(None, eval_env, None, held)
-    data = load_split(cfg, cfg.train_split, cfg.train_images)
-    shard = None
-    if cfg.shard_data and world_size > 1:
-        shard = shard_indices(len(data), rank, world_size)
-        data = data.subset(shard)
-    train_env = ClickEnv(build_segmenter(cfg, data, cfg.train_split, device, shard), data, env_cfg)
+    shard = (rank, world_size) if cfg.data.shard_data and world_size > 1 else None
+    train_env, data = split_env(cfg, cfg.data.train_split, cfg.data.train_images, device, shard)
     return RunEnvs(train_env, eval_env, data, held)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.distributions as D
@@ -52,39 +51,10 @@ from torchrl.modules import ProbabilisticActor
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.utils import _clip_value_loss, distance_loss
 
+from ppo.config import PPOConfig
 from ppo.policies import LOGITS, TRUNK_VALUE
 
 __all__ = ["PPOConfig", "CleanRLClipPPOLoss", "make_ppo_loss", "ppo_update", "lr_at", "set_lr"]
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    """PPO hyper-parameters; defaults are CleanRL ppo.py's."""
-
-    learning_rate: float = 2.5e-4
-    """Adam learning rate at iteration 0."""
-    anneal_lr: bool = True
-    """Anneal the learning rate linearly to 0 over the run (see ``lr_at``)."""
-    gamma: float = 0.99
-    """Discount factor."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
-    update_epochs: int = 4
-    """Passes over each rollout."""
-    num_minibatches: int = 4
-    """Minibatches per pass; must divide the rollout size T * B."""
-    clip_coef: float = 0.2
-    """Surrogate clipping epsilon (also the value clipping range when ``clip_vloss``)."""
-    clip_vloss: bool = True
-    """Clip the value update around the rollout's values, as CleanRL does."""
-    ent_coef: float = 0.01
-    """Entropy bonus coefficient."""
-    vf_coef: float = 0.5
-    """Value loss coefficient, applied to CleanRL's ``0.5 * mse``."""
-    norm_adv: bool = True
-    """Standardise advantages per minibatch."""
-    max_grad_norm: float = 0.5
-    """Global gradient-norm clip."""
 
 
 class CleanRLClipPPOLoss(ClipPPOLoss):

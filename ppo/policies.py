@@ -26,9 +26,11 @@ from tensordict.nn import InteractionType, TensorDictModule, TensorDictSequentia
 from torch import Tensor, nn
 from torchrl.modules import ProbabilisticActor, ValueOperator
 
-from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB
+from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB,
+                            EnvConfig)
 from gpu_env.edt import squared_edt
 from ppo.distributions import GeneratorCategorical
+from ppo.config import PolicyConfig
 from ppo.prior import MaskPrior
 
 __all__ = [
@@ -330,3 +332,25 @@ def make_actor_critic(
         policy_value=TensorDictSequential(actor, critic),
         value=TensorDictSequential(trunk, critic),
     )
+
+
+def build_policy(policy: PolicyConfig, env: EnvConfig, seed: int,
+                 device: torch.device) -> nn.Module:
+    """The configured network, its inputs following the env's ``observation_keys``, initialised
+    from ``seed`` without touching the caller's global RNG state (init runs inside
+    ``fork_rng``)."""
+    keys = env.observation_keys
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if policy.kind == "spatial":
+            net = SpatialPolicy(grid_size=env.grid_size, obs_size=env.obs_size, width=policy.width,
+                                use_sam_prob=SAM_PROB in keys, use_gt_error=GT_ERROR in keys,
+                                use_image_embedding=IMAGE_EMBEDDING in keys,
+                                patch_stem=policy.patch_stem, use_mask_prior=MASK_PRIOR in keys,
+                                prior_width=policy.prior_width,
+                                prior_distance=policy.prior_distance)
+        else:
+            net = ProtoCNN(num_actions=env.num_actions, obs_size=env.obs_size,
+                           use_gt_error=GT_ERROR in keys)
+    return net.to(device)

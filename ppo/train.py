@@ -25,9 +25,9 @@ from ppo.checkpoint import CheckpointKeeper, capture_generators, load_checkpoint
 from ppo.config import TrainConfig
 from ppo.factory import RunEnvs, build_envs, resolve_device
 from ppo.gae import compute_gae
-from ppo.loss import PPOConfig, lr_at, make_ppo_loss, ppo_update
+from ppo.loss import lr_at, make_ppo_loss, ppo_update
 from ppo.prior import attach_prior, pretrain_prior
-from ppo.policies import STATE_VALUE, ActorCritic, ProtoCNN, SpatialPolicy, make_actor_critic
+from ppo.policies import STATE_VALUE, ActorCritic, build_policy, make_actor_critic
 from ppo.rollout import EpisodeStats, allocate_buffer, collect, shared_phase
 
 NONFINITE_WHERE = ("rewards", "advantages", "loss")
@@ -37,82 +37,55 @@ class NonFiniteError(FloatingPointError):
     """A NaN/inf appeared in training; the message names where."""
 
 
-def build_policy(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
-    """The configured network, initialised from ``cfg.seed`` without touching the caller's
-    global RNG state (init runs inside ``fork_rng``)."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(cfg.seed)
-        use_gt = cfg.mode == "simulated_user"
-        if cfg.policy == "spatial":
-            net = SpatialPolicy(grid_size=cfg.grid_size, obs_size=cfg.obs_size, width=cfg.width,
-                                use_sam_prob=cfg.obs_sam_prob, use_gt_error=use_gt,
-                                use_image_embedding=cfg.obs_image_embedding,
-                                patch_stem=cfg.patch_stem, use_mask_prior=cfg.mask_prior,
-                                prior_width=cfg.prior_width, prior_distance=cfg.prior_distance)
-        else:
-            net = ProtoCNN(num_actions=2 * cfg.grid_size ** 2, obs_size=cfg.obs_size,
-                           use_gt_error=use_gt)
-    return net.to(device)
-
-
-def ppo_config(cfg: TrainConfig) -> PPOConfig:
-    return PPOConfig(learning_rate=cfg.learning_rate, anneal_lr=cfg.anneal_lr, gamma=cfg.gamma,
-                     gae_lambda=cfg.gae_lambda, update_epochs=cfg.update_epochs,
-                     num_minibatches=cfg.num_minibatches, clip_coef=cfg.clip_coef,
-                     clip_vloss=cfg.clip_vloss, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
-                     max_grad_norm=cfg.max_grad_norm)
-
-
 class Trainer:
     """One training run (see ``TrainConfig``); ``run()`` trains and returns the final stats."""
 
     def __init__(self, cfg: TrainConfig, envs: RunEnvs | None = None):
         cfg.validate()
         self.cfg = cfg
-        requested = resolve_device(cfg.device)
+        requested = resolve_device(cfg.run.device)
         self.ctx = dist_utils.context(requested)  # gloo for a CPU run even where CUDA exists
         self.device = dist_utils.device_for(self.ctx, requested)
-        self.run_dir = Path(cfg.out_dir) / cfg.exp_name
+        self.run_dir = Path(cfg.run.out_dir) / cfg.run.exp_name
         # num_envs is the global batch: each rank steps its own num_envs / world_size rows.
-        self.local_envs = dist_utils.check_batch_split(cfg.num_envs, cfg.num_steps,
-                                                       cfg.num_minibatches, self.ctx)
+        self.local_envs = dist_utils.check_batch_split(cfg.ppo.num_envs, cfg.ppo.num_steps,
+                                                       cfg.ppo.num_minibatches, self.ctx)
         self.envs = envs if envs is not None else build_envs(
             cfg, self.device, rank=self.ctx.rank, world_size=self.ctx.world_size,
             held_out=self.ctx.rank == 0)
         self.env: ClickEnv = self.envs.train_env
-        self.ppo_cfg = ppo_config(cfg)
-        self.policy = build_policy(cfg, self.device)
+        self.ppo_cfg = cfg.ppo
+        self.policy = build_policy(cfg.policy, cfg.env, cfg.run.seed, self.device)
         dist_utils.broadcast_parameters(self.ctx, self.policy)
         self.attach_prior()  # the untrained prior's maps until pre-training (or a resume)
         # Sampling and minibatch order: one generator per rank, seeded from (seed, rank).
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(dist_utils.rank_seed(cfg.seed, self.ctx))
+        self.generator.manual_seed(dist_utils.rank_seed(cfg.run.seed, self.ctx))
         self.ac: ActorCritic = make_actor_critic(self.policy, generator=self.generator,
-                                                 use_action_mask=cfg.action_mask)
+                                                 use_action_mask=cfg.env.action_mask)
         self.loss_module = make_ppo_loss(self.ac.actor, self.ac.critic, self.ppo_cfg)
-        if cfg.compile:  # parity of both paths vs eager is checked in bench/bench_train.py
+        if cfg.run.compile:  # parity of both paths vs eager is checked in bench/bench_train.py
             self.policy.compile(fullgraph=True, dynamic=False)
             self.env = copy.copy(self.env)  # a private view whose step is compiled
             self.env.step = torch.compile(self.env.step, fullgraph=True, dynamic=False)
-        self.optimizer = torch.optim.Adam(self.trainable(), lr=cfg.learning_rate, eps=1e-5)
-        self.state = self.env.initial_state(self.local_envs, dist_utils.rank_seed(cfg.seed, self.ctx))
+        self.optimizer = torch.optim.Adam(self.trainable(), lr=cfg.ppo.learning_rate, eps=1e-5)
+        self.state = self.env.initial_state(self.local_envs, dist_utils.rank_seed(cfg.run.seed, self.ctx))
         self.initial_dice = self.state["dice"].clone()
         self.stats = EpisodeStats(self.local_envs, self.device)
         self.nonfinite = torch.zeros(len(NONFINITE_WHERE), dtype=torch.bool, device=self.device)
         with torch.no_grad():
             example = self.ac.policy_value(self.env.observe(self.state).clone())
-        self.buffer = allocate_buffer(example, cfg.num_steps)
+        self.buffer = allocate_buffer(example, cfg.ppo.num_steps)
         for key in ("advantage", "value_target"):
             self.buffer[key] = torch.zeros_like(self.buffer[STATE_VALUE])
         self.iteration = 0
         self.global_step = 0
-        self.keeper = CheckpointKeeper(self.run_dir, keep_last=cfg.keep_checkpoints,
-                                       every=cfg.checkpoint_every)
+        self.keeper = CheckpointKeeper(self.run_dir, keep_last=cfg.run.keep_checkpoints,
+                                       every=cfg.run.checkpoint_every)
         self.last_logged: dict = {}
         self.prior_stats: dict = {}
-        if cfg.resume:
-            self.load(cfg.resume)
+        if cfg.run.resume:
+            self.load(cfg.run.resume)
 
     # ------------------------------------------------------------------ checkpoints
     def rank_state_dict(self) -> dict:
@@ -151,7 +124,7 @@ class Trainer:
         # Saved rows index the saving rank's images: reusable only with the same ranks/shards.
         same_rows = counters.get("world_size", 1) == self.ctx.world_size and (
             not self.ctx.enabled
-            or json.loads(ck["config"]).get("shard_data", False) == self.cfg.shard_data)
+            or TrainConfig.from_dict(json.loads(ck["config"])).data.shard_data == self.cfg.data.shard_data)
         if same_rows:
             mine = ck["ranks"][self.ctx.rank] if "ranks" in ck else ck
             restore_generators({"sampler": self.generator}, mine["generators"])
@@ -160,7 +133,7 @@ class Trainer:
             self.initial_dice = mine["initial_dice"].to(self.device)
             self.stats.load_state_dict(mine["stats"])
         else:  # other ranks or shards: new rollouts, same learner state
-            seed = dist_utils.rank_seed(self.cfg.seed + self.iteration, self.ctx)
+            seed = dist_utils.rank_seed(self.cfg.run.seed + self.iteration, self.ctx)
             self.generator.manual_seed(seed)
             self.state = self.env.initial_state(self.local_envs, seed)
             self.initial_dice = self.state["dice"].clone()
@@ -182,10 +155,10 @@ class Trainer:
                                                     shared_phase(self.env, self.state))
         buf = self.buffer
         adv, target = compute_gae(buf["reward"], buf[STATE_VALUE][..., 0], buf["next_value"],
-                                  buf["terminated"], buf["done"], cfg.gamma, cfg.gae_lambda)
+                                  buf["terminated"], buf["done"], cfg.ppo.gamma, cfg.ppo.gae_lambda)
         buf["advantage"] = adv[..., None]
         buf["value_target"] = target[..., None]
-        lr = lr_at(self.iteration, cfg.num_iterations, cfg.learning_rate) if cfg.anneal_lr else None
+        lr = lr_at(self.iteration, cfg.ppo.num_iterations, cfg.ppo.learning_rate) if cfg.ppo.anneal_lr else None
         with self.precision():
             out = ppo_update(self.loss_module, self.optimizer, buf, self.ppo_cfg,
                              generator=self.generator, lr=lr,
@@ -194,13 +167,13 @@ class Trainer:
         self.nonfinite |= torch.stack((~torch.isfinite(buf["reward"]).all(),
                                        ~torch.isfinite(adv).all(), ~torch.isfinite(loss_sum)))
         self.iteration += 1
-        self.global_step += cfg.num_steps * cfg.num_envs
+        self.global_step += cfg.ppo.num_steps * cfg.ppo.num_envs
         return out
 
     def precision(self):
-        """bf16 autocast of decode, policy and loss when ``cfg.autocast == "bf16"`` (the
+        """bf16 autocast of decode, policy and loss when ``cfg.run.autocast == "bf16"`` (the
         parameters, optimizer, metrics and rewards stay fp32)."""
-        if self.cfg.autocast == "bf16":
+        if self.cfg.run.autocast == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -215,8 +188,8 @@ class Trainer:
     def pretrain_prior(self) -> None:
         """Supervised pre-training of the mask prior on the training split (rank 0's weights
         win in a multi-process run), then its maps are installed."""
-        stats = pretrain_prior(self.policy, self.envs.train_env, steps=self.cfg.prior_steps,
-                               seed=self.cfg.seed, progress=self.cfg.progress and self.ctx.rank == 0)
+        stats = pretrain_prior(self.policy, self.envs.train_env, steps=self.cfg.policy.prior_steps,
+                               seed=self.cfg.run.seed, progress=self.cfg.run.progress and self.ctx.rank == 0)
         if stats is None:
             return
         dist_utils.broadcast_parameters(self.ctx, self.policy)
@@ -225,17 +198,17 @@ class Trainer:
                             "prior_loss": stats.final_loss}
 
     def warm_start(self) -> None:
-        """Behaviour cloning from the oracle (``cfg.bc_steps`` updates with its own Adam, so
+        """Behaviour cloning from the oracle (``cfg.ppo.bc_steps`` updates with its own Adam, so
         PPO's optimizer starts fresh); every rank clones on its own rows, rank 0's weights win."""
         from ppo.bc import behaviour_cloning
 
-        opt = torch.optim.Adam(self.trainable(), lr=self.cfg.bc_lr)
-        bar = tqdm(total=self.cfg.bc_steps, desc="behaviour cloning", leave=False,
-                   disable=not (self.cfg.progress and self.ctx.rank == 0))
+        opt = torch.optim.Adam(self.trainable(), lr=self.cfg.ppo.bc_lr)
+        bar = tqdm(total=self.cfg.ppo.bc_steps, desc="behaviour cloning", leave=False,
+                   disable=not (self.cfg.run.progress and self.ctx.rank == 0))
         with self.precision():
-            behaviour_cloning(self.env, self.policy, opt, self.cfg.bc_steps, self.local_envs,
-                              seed=dist_utils.rank_seed(self.cfg.seed + 7919, self.ctx),
-                              max_grad_norm=self.cfg.max_grad_norm, progress=lambda: bar.update())
+            behaviour_cloning(self.env, self.policy, opt, self.cfg.ppo.bc_steps, self.local_envs,
+                              seed=dist_utils.rank_seed(self.cfg.run.seed + 7919, self.ctx),
+                              max_grad_norm=self.cfg.ppo.max_grad_norm, progress=lambda: bar.update())
         bar.close()
         dist_utils.broadcast_parameters(self.ctx, self.policy)
 
@@ -252,31 +225,31 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self, stop_at: int | None = None) -> dict:
-        """Train until ``cfg.num_iterations`` (or until iteration ``stop_at``, e.g. to split a
+        """Train until ``cfg.ppo.num_iterations`` (or until iteration ``stop_at``, e.g. to split a
         run in two for the resume test); returns the last logged statistics row."""
         cfg = self.cfg
-        end = cfg.num_iterations if stop_at is None else min(stop_at, cfg.num_iterations)
+        end = cfg.ppo.num_iterations if stop_at is None else min(stop_at, cfg.ppo.num_iterations)
         rank0 = self.ctx.rank == 0
         if rank0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
             atomic_write(self.run_dir / "config.json", lambda f: f.write(text))
-        log = RunLog(self.run_dir, cfg.tensorboard) if rank0 else None
+        log = RunLog(self.run_dir, cfg.run.tensorboard) if rank0 else None
         if self.iteration == 0:  # not again on resume; a no-op without a prior or steps
             self.pretrain_prior()
-        if cfg.bc_steps and self.iteration == 0:  # not again on resume
+        if cfg.ppo.bc_steps and self.iteration == 0:  # not again on resume
             self.warm_start()
-        bar = tqdm(total=cfg.num_iterations * cfg.batch_size, initial=self.global_step,
-                   unit="step", desc="train", disable=not (cfg.progress and rank0),
+        bar = tqdm(total=cfg.ppo.num_iterations * cfg.ppo.batch_size, initial=self.global_step,
+                   unit="step", desc="train", disable=not (cfg.run.progress and rank0),
                    dynamic_ncols=True)
         t0, steps0 = time.perf_counter(), self.global_step
         loss_stats = None
         try:
             while self.iteration < end:
                 loss_stats = self.iterate()
-                bar.update(cfg.batch_size)
+                bar.update(cfg.ppo.batch_size)
                 last = self.iteration == end
-                if self.iteration % cfg.log_every == 0 or last:
+                if self.iteration % cfg.run.log_every == 0 or last:
                     self.check_finite()
                     row = self._log_row(loss_stats, time.perf_counter() - t0,
                                         self.global_step - steps0)
@@ -286,10 +259,10 @@ class Trainer:
                         log.write(row)
                     bar.set_postfix(sps=f"{row['sps']:.0f}", reward=f"{row['mean_reward']:.3f}",
                                     dice=f"{row['final_dice']:.3f}", refresh=False)
-                if self.iteration % cfg.checkpoint_every == 0 or last:
+                if self.iteration % cfg.run.checkpoint_every == 0 or last:
                     self.check_finite()
-                    metric = self.quick_eval(log) if (rank0 and cfg.eval_every and (
-                        self.iteration % cfg.eval_every == 0 or last)) else None
+                    metric = self.quick_eval(log) if (rank0 and cfg.run.eval_every and (
+                        self.iteration % cfg.run.eval_every == 0 or last)) else None
                     self.save(metric)
         except RuntimeError as err:
             # A collective that failed because another rank aborted: say which and why.
@@ -327,7 +300,7 @@ class Trainer:
         ids = torch.arange(len(data), device=env.device)
         self.policy.eval()
         curves = evaluate_clicker(env, data, ActionClicker("agent", greedy_actor(self.policy)),
-                                  ids, num_clicks=self.cfg.max_clicks + 1, progress=False,
+                                  ids, num_clicks=self.cfg.env.max_clicks + 1, progress=False,
                                   original_resolution=False, record=episodes)
         self.policy.train()
         metric = float(curves.dice[:, -1].mean())

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 import tyro
 
-from gpu_env.config import EnvConfig
+from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets import is_synthetic, load_dataset
 from gpu_env.env import ClickEnv
 from ppo.evaluate import evaluate_agent, report
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         segmenter = BatchedSAM2Decoder(model, feats)
         weights = cfg.sam2_checkpoint or "RANDOM weights"
         label = f"SAM2 {cfg.sam2_config} ({weights}, input {segmenter.input_size})"
-    env = ClickEnv(segmenter, data, EnvConfig())
+    env = ClickEnv(segmenter, data, PROTOTYPE_ENV)
     trained = ""
     if cfg.prior_steps:
         trained = train_learned_clicker(cfg, env, device)

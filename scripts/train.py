@@ -10,8 +10,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import tyro
-
 from ppo import distributed as dist_utils
 from ppo.config import TrainConfig
 from ppo.evaluate import evaluate_agent, report
@@ -30,17 +28,17 @@ def train_and_evaluate(cfg: TrainConfig) -> Path | None:
         raise
     if trainer.ctx.rank == 0:
         curves = evaluate_agent(trainer.envs.eval_env, trainer.envs.eval_data, trainer.policy,
-                                num_clicks=cfg.eval_clicks, seed=cfg.seed, progress=cfg.progress)
+                                num_clicks=cfg.run.eval_clicks, seed=cfg.run.seed, progress=cfg.run.progress)
         meta = {"config": cfg.to_dict(), "checkpoint": str(trainer.keeper.last),
                 "training": trainer.last_logged, "mask_prior": trainer.prior_stats,
-                "eval_split": cfg.eval_split,
+                "eval_split": cfg.data.eval_split,
                 "eval_images": len(trainer.envs.eval_data)}
         eval_dir = trainer.run_dir / "eval"
-        text = report(curves, eval_dir, meta, table_clicks=cfg.max_clicks)
+        text = report(curves, eval_dir, meta, table_clicks=cfg.env.max_clicks)
         if trainer.prior_stats:
             print(f"mask prior (also the learned clicker's network): "
                   f"{trainer.prior_stats['prior_steps']} supervised steps on "
-                  f"{len(trainer.envs.train_data)} {cfg.train_split} images in "
+                  f"{len(trainer.envs.train_data)} {cfg.data.train_split} images in "
                   f"{trainer.prior_stats['prior_seconds']:.0f} s\n")
         print(text)
         print(f"\nresults: {eval_dir} (results.json, results.csv, "
@@ -50,7 +48,7 @@ def train_and_evaluate(cfg: TrainConfig) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    train_and_evaluate(tyro.cli(TrainConfig, args=argv, description=__doc__))
+    train_and_evaluate(TrainConfig.from_cli(argv, description=__doc__))
     return 0
 
 

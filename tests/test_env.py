@@ -9,7 +9,7 @@ import torch
 from tensordict import TensorDict
 
 from gpu_env import observation as O
-from gpu_env.config import ACTION_MASK, GT_ERROR, OBS, SAM_PROB, EnvConfig
+from gpu_env.config import ACTION_MASK, GT_ERROR, OBS, PROTOTYPE_ENV, SAM_PROB, EnvConfig
 from gpu_env.datasets import load_dataset
 from gpu_env.datasets.io import resize_images
 from gpu_env.env import ClickEnv
@@ -29,7 +29,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def env(data):
-    return ClickEnv(GeodesicSegmenter(data.images), data, EnvConfig(max_clicks=3))
+    return ClickEnv(GeodesicSegmenter(data.images), data, replace(PROTOTYPE_ENV, max_clicks=3))
 
 
 def random_actions(env: ClickEnv, n: int, seed: int) -> torch.Tensor:
@@ -103,7 +103,7 @@ def test_reset_places_oracle_first_click_and_its_decode(env, data):
 
 
 def test_no_host_sync_in_reset_step_observe(data):
-    cfg = EnvConfig(max_clicks=2, obs_sam_prob=True, action_mask=True, mode="simulated_user",
+    cfg = replace(PROTOTYPE_ENV, max_clicks=2, obs_sam_prob=True, action_mask=True, mode="simulated_user",
                     target_dice=0.95)
     env = ClickEnv(GeodesicSegmenter(data.images), data, cfg)
     state = env.initial_state(B, 0)
@@ -169,7 +169,7 @@ def test_incremental_heatmaps_match_reference(env):
 
 
 def test_observation_channels_and_optional_keys(data):
-    cfg = EnvConfig(obs_sam_prob=True, action_mask=True, mode="simulated_user")
+    cfg = replace(PROTOTYPE_ENV, obs_sam_prob=True, action_mask=True, mode="simulated_user")
     env = ClickEnv(GeodesicSegmenter(data.images), data, cfg)
     state = env.initial_state(B, 0)
     obs = env.observe(state)
@@ -195,7 +195,7 @@ def test_observation_channels_and_optional_keys(data):
 
 
 def test_target_dice_terminates(data):
-    env = ClickEnv(GeodesicSegmenter(data.images), data, EnvConfig(target_dice=0.0))
+    env = ClickEnv(GeodesicSegmenter(data.images), data, replace(PROTOTYPE_ENV, target_dice=0.0))
     state = env.initial_state(B, 0)
     _, out = env.step(state, torch.zeros(B, dtype=torch.long))
     assert out["terminated"].all() and not out["truncated"].any()

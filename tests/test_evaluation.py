@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpu_env.config import EnvConfig
+from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets import load_dataset
 from gpu_env.env import ClickEnv
 from gpu_env.evaluation import Curves, evaluate_clicker, format_table, write_results
@@ -20,7 +20,7 @@ from tests.reference.ritm_clicker import Clicker as RefClicker
 @pytest.fixture(scope="module")
 def setup():
     data = load_dataset("synthetic", split="test", size=256, count=4)
-    env = ClickEnv(GeodesicSegmenter(data.images), data, EnvConfig())
+    env = ClickEnv(GeodesicSegmenter(data.images), data, PROTOTYPE_ENV)
     return env, data
 
 

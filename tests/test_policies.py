@@ -8,7 +8,7 @@ from tensordict import TensorDict
 from tensordict.nn import set_interaction_type
 from torch import nn
 
-from gpu_env.config import EnvConfig
+from gpu_env.config import PROTOTYPE_ENV
 from ppo.distributions import GeneratorCategorical
 from ppo.policies import (
     HIDDEN_GAIN,
@@ -20,7 +20,7 @@ from ppo.policies import (
     num_parameters,
 )
 
-CFG = EnvConfig()
+CFG = PROTOTYPE_ENV
 G, S, A = CFG.grid_size, CFG.obs_size, CFG.num_actions
 
 

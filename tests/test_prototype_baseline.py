@@ -8,6 +8,8 @@ would compare two different computations.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ import torch
 from bench.prototype_baseline import (EpisodeData, PrototypeClickEnv, SAM2Predictor,
                                       WeightFreePredictor, boundary_fscore, dice, ritm_next_click,
                                       run_episodes)
-from gpu_env.config import OBS, EnvConfig
+from gpu_env.config import OBS, PROTOTYPE_ENV
 from gpu_env.datasets import load_dataset
 from gpu_env.env import ClickEnv
 from gpu_env.metrics import boundary_fscore as device_fscore
@@ -26,7 +28,7 @@ from sam_batch.geodesic import GeodesicSegmenter
 from tests.sam_fixtures import random_features, tiny_model
 
 N_IMAGES = 4
-CONFIG = EnvConfig(max_clicks=5)
+CONFIG = replace(PROTOTYPE_ENV, max_clicks=5)
 
 
 @pytest.fixture(scope="module")
@@ -138,5 +140,5 @@ def test_host_oracle_and_metrics_match_device(data):
 def test_run_episodes_counts_agent_steps(data):
     seg = GeodesicSegmenter(data.images)
     base = PrototypeClickEnv(WeightFreePredictor(seg), EpisodeData.from_dataset(data, 256, 128),
-                             EnvConfig(max_clicks=3))
+                             replace(PROTOTYPE_ENV, max_clicks=3))
     assert run_episodes(base, 2, seed=0) == 6

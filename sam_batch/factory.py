@@ -1,0 +1,63 @@
+"""The one place that turns a ``SegmenterConfig`` into a ``Segmenter``: every command, the
+compatibility adapter and the benchmarks build their segmenter here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sam_batch.config import SegmenterConfig
+from sam_batch.segmenter import Segmenter
+
+
+def build_segmenter(cfg: SegmenterConfig, images: Tensor, device: torch.device, *,
+                    image_ids: Sequence[str] | None = None, split: str = "all",
+                    indices: list[int] | None = None,
+                    originals: Callable[[], list[np.ndarray]] | None = None,
+                    model: torch.nn.Module | None = None, encode_batch_size: int = 8,
+                    progress: bool = False) -> Segmenter:
+    """The configured segmenter over ``images [N, 3, H, W]`` (the dataset's working images).
+
+    ``weightfree``: ``GeodesicSegmenter`` of ``images``. ``sam2``: the batched decoder of
+    ``model`` (default: built from ``cfg``) over the images' SAM2 features, read from
+    ``cfg.feature_cache`` (``{split}`` replaced; only rows ``indices`` if given; its image ids
+    must equal ``image_ids``) or, without a cache, encoded now from ``originals()`` (the
+    original-resolution images); with neither, a ``ValueError`` says how to build the cache.
+    """
+    if cfg.kind == "weightfree":
+        from sam_batch.geodesic import GeodesicSegmenter
+
+        return GeodesicSegmenter(images.to(device))
+    if cfg.kind != "sam2":
+        raise ValueError(f"segmenter must be 'weightfree' or 'sam2', got {cfg.kind!r}")
+    from sam_batch.decoder import BatchedSAM2Decoder
+    from sam_batch.model import build_sam, checkpoint_fingerprint
+
+    if cfg.feature_cache is None and originals is None:
+        raise ValueError(
+            "segmenter='sam2' needs --feature-cache: build it first with "
+            "`sam2click-embed --dataset ... --out caches/<name>` for each split."
+        )
+    if model is None:
+        model = build_sam(cfg.sam2_config, cfg.sam2_checkpoint, device=device, seed=cfg.sam2_seed,
+                          image_size=cfg.sam2_image_size)
+    if cfg.feature_cache is None:
+        from sam_batch.encoder import encode_images
+
+        feats = encode_images(model, originals(), batch_size=encode_batch_size, progress=progress)
+        return BatchedSAM2Decoder(model, feats)
+    from sam_batch.cache import load_cache
+
+    fingerprint = checkpoint_fingerprint(cfg.sam2_checkpoint, cfg.sam2_config, cfg.sam2_seed,
+                                         cfg.sam2_image_size)
+    cache = load_cache(cfg.feature_cache.replace("{split}", split), device,
+                       expect_fingerprint=fingerprint, indices=indices)
+    if image_ids is not None and list(cache.meta["image_ids"]) != list(image_ids):
+        raise ValueError(
+            f"feature cache {cfg.feature_cache!r} holds other images than split {split!r}; "
+            f"re-run sam2click-embed for this split."
+        )
+    return BatchedSAM2Decoder(model, cache)

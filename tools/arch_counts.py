@@ -1,0 +1,77 @@
+"""Architecture counts of issue 11 (run from the repository root: ``python tools/arch_counts.py``).
+
+- settings declared in more than one config dataclass (a dataclass named ``*Config`` or one of a
+  command's tyro configs under ``scripts/``), by field name;
+- places (files outside tests/) that choose between the weight-free segmenter and SAM2, i.e.
+  construct ``GeodesicSegmenter(`` or ``BatchedSAM2Decoder(``;
+- places (files outside tests/) that decide which observation keys exist, i.e. read one of the
+  optional-key switches (``obs_sam_prob``, ``obs_mask_prior``, ``obs_image_embedding``,
+  ``use_sam_prob``, ``use_mask_prior``, ``use_image_embedding``) in an ``if``/argument;
+- tracked ``.py`` files over 400 lines.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+PACKAGES = ("sam_batch", "gpu_env", "ppo", "scripts", "cli", "bench")
+SWITCH = re.compile(r"\b(obs_sam_prob|obs_mask_prior|obs_image_embedding|use_sam_prob|"
+                    r"use_mask_prior|use_image_embedding)\b")
+
+
+def product_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "*.py"], capture_output=True, text=True, check=True)
+    return [Path(p) for p in out.stdout.split() if p.split("/")[0] in PACKAGES]
+
+
+def is_dataclass(node: ast.ClassDef) -> bool:
+    for d in node.decorator_list:
+        name = d.func if isinstance(d, ast.Call) else d
+        if getattr(name, "id", None) == "dataclass" or getattr(name, "attr", None) == "dataclass":
+            return True
+    return False
+
+
+def config_fields() -> dict[str, list[str]]:
+    where = defaultdict(list)
+    for path in product_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ClassDef) and is_dataclass(node)):
+                continue
+            if not (node.name.endswith("Config") or path.parts[0] in ("scripts", "cli")):
+                continue
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    where[stmt.target.id].append(f"{path}:{node.name}")
+    return {k: v for k, v in where.items() if len(v) > 1}
+
+
+def main() -> int:
+    dup = config_fields()
+    seg = [str(p) for p in product_files()
+           if re.search(r"\b(GeodesicSegmenter|BatchedSAM2Decoder)\(", p.read_text())
+           and not re.search(r"^class (GeodesicSegmenter|BatchedSAM2Decoder)\b", p.read_text(), re.M)]
+    obs = [str(p) for p in product_files()
+           if any(SWITCH.search(line) and ("if " in line or "=" in line)
+                  for line in p.read_text().splitlines()
+                  if not line.lstrip().startswith(("#", '"""')) and ":" not in line.split("=")[0])
+           and p.name != "config.py" and not p.name.endswith("_config.py")]
+    big = [f"{p} ({n})" for p in map(Path, subprocess.run(["git", "ls-files", "*.py"],
+           capture_output=True, text=True, check=True).stdout.split())
+           if (n := len(p.read_text().splitlines())) > 400]
+    print(f"settings declared in more than one config dataclass: {len(dup)}")
+    for k, v in sorted(dup.items()):
+        print(f"  {k}: {', '.join(v)}")
+    print(f"places that construct (choose) a segmenter: {len(seg)}: {', '.join(seg)}")
+    print(f"places that decide observation keys: {len(obs)}: {', '.join(obs)}")
+    print(f".py files over 400 lines: {len(big)}: {', '.join(big)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
