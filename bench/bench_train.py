@@ -59,12 +59,12 @@ def make_trainer(assets, opts, segmenter: str, num_envs: int, out_dir: str, **ov
     eager fp32 copy of its initial policy (the parity reference). ``overrides``: further
     ``TrainConfig`` fields."""
     settings = {"num_steps": num_steps_for(opts.device), **overrides}
-    cfg = TrainConfig(exp_name="bench", out_dir=out_dir, seed=0, device=str(opts.device),
+    cfg = TrainConfig().replace(exp_name="bench", out_dir=out_dir, seed=0, device=str(opts.device),
                       segmenter=segmenter, num_envs=num_envs,
                       total_timesteps=num_envs * settings["num_steps"] * 100_000,
                       tensorboard=False, progress=False, **settings)
     compiled_env = opts.compile and segmenter == "sam2"
-    env = assets.env(segmenter, cfg.env_config(), compiled=compiled_env)
+    env = assets.env(segmenter, cfg.env, compiled=compiled_env)
     if opts.compile and not compiled_env:
         env = copy.copy(env)  # a private copy whose step is compiled (the session's stays eager)
         env.step = torch.compile(env.step, fullgraph=True, dynamic=False, mode=opts.compile_mode)
@@ -98,7 +98,7 @@ def gate(trainer: Trainer, eager: torch.nn.Module, segmenter: str, assets, opts)
     tol = POLICY_TOLERANCE["bf16" if opts.bf16 else "fp32"]
     bad = {k: v for k, v in policy.items() if v > tol}
     assert not bad, f"fast policy forward differs from eager fp32: {bad} (allowed {tol})"
-    env = assets.env(segmenter, trainer.cfg.env_config(), compiled=opts.compile and segmenter == "sam2")
+    env = assets.env(segmenter, trainer.cfg.env, compiled=opts.compile and segmenter == "sam2")
     step_opts = dataclasses.replace(opts, cuda_graphs=False)  # the Trainer steps without them
     with torch.no_grad():
         step = fast_step(env, step_opts, trainer.local_envs,
@@ -111,9 +111,9 @@ def gate(trainer: Trainer, eager: torch.nn.Module, segmenter: str, assets, opts)
 def _entry(kind: str, segmenter: str, trainer: Trainer, seconds: float, mem: dict) -> dict:
     cfg = trainer.cfg
     return {"kind": kind, "case": kind.replace("train_", ""), "segmenter": segmenter,
-            "num_envs": cfg.num_envs, "num_steps": cfg.num_steps,
-            "update_epochs": cfg.update_epochs, "num_minibatches": cfg.num_minibatches,
-            "policy": cfg.policy, "ms_per_iteration": 1e3 * seconds, **mem}
+            "num_envs": cfg.ppo.num_envs, "num_steps": cfg.ppo.num_steps,
+            "update_epochs": cfg.ppo.update_epochs, "num_minibatches": cfg.ppo.num_minibatches,
+            "policy": cfg.policy.kind, "ms_per_iteration": 1e3 * seconds, **mem}
 
 
 def test_ppo_update(benchmark, update_batch, assets, opts, recorder, tmp_path):
@@ -123,7 +123,7 @@ def test_ppo_update(benchmark, update_batch, assets, opts, recorder, tmp_path):
         trainer.iterate()  # fills the rollout buffer and compiles/warms everything once
     buf, cfg = trainer.buffer, trainer.cfg
     adv, target = compute_gae(buf["reward"], buf[STATE_VALUE][..., 0], buf["next_value"],
-                              buf["terminated"], buf["done"], cfg.gamma, cfg.gae_lambda)
+                              buf["terminated"], buf["done"], cfg.ppo.gamma, cfg.ppo.gae_lambda)
     buf["advantage"], buf["value_target"] = adv[..., None], target[..., None]
 
     def run():
@@ -138,9 +138,9 @@ def test_ppo_update(benchmark, update_batch, assets, opts, recorder, tmp_path):
         benchmark.pedantic(run, rounds=rounds, warmup_rounds=warm, iterations=1)
     seconds = benchmark.stats.stats.mean
     entry = _entry("train_update", "-", trainer, seconds, mem.result)
-    samples = cfg.num_envs * cfg.num_steps
+    samples = cfg.ppo.num_envs * cfg.ppo.num_steps
     entry.update(steps_per_s=samples / seconds, samples_per_s=samples / seconds,
-                 gradient_steps_per_s=cfg.update_epochs * cfg.num_minibatches / seconds)
+                 gradient_steps_per_s=cfg.ppo.update_epochs * cfg.ppo.num_minibatches / seconds)
     if parity:
         entry["parity_vs_eager_fp32"] = parity
     recorder.train.append(entry)
@@ -164,7 +164,7 @@ def test_train_iteration(benchmark, train_case, assets, baseline, opts, recorder
         benchmark.pedantic(run, rounds=rounds, warmup_rounds=warm, iterations=1)
     seconds = benchmark.stats.stats.mean
     cfg = trainer.cfg
-    rate = cfg.num_envs * cfg.num_steps / seconds
+    rate = cfg.ppo.num_envs * cfg.ppo.num_steps / seconds
     base = baseline.rate(segmenter)
     entry = _entry("train_iteration", segmenter, trainer, seconds, mem.result)
     entry.update(steps_per_s=rate, baseline_env_steps_per_s=base, speedup_vs_baseline=rate / base,

@@ -255,7 +255,7 @@ def cost_report(device: torch.device | str = "cpu", batch: int = 2, images: int 
     from gpu_env.config import PROTOTYPE_ENV
     from gpu_env.env import ClickEnv
     from ppo.config import TrainConfig
-    from ppo.train import build_policy
+    from ppo.policies import build_policy
     from sam_batch.decoder import BatchedSAM2Decoder
     from sam_batch.encoder import SAM2Features, feature_shapes
     from sam_batch.geodesic import GeodesicSegmenter
@@ -281,11 +281,11 @@ def cost_report(device: torch.device | str = "cpu", batch: int = 2, images: int 
             "step_eager": roofline(cost.step_flops, cost.step_bytes_eager),
             "step_minimal_bytes": roofline(cost.step_flops, cost.step_bytes_minimal),
         }
-    cfg = TrainConfig(device=str(device))
-    env = ClickEnv(segmenters["weightfree"], data, cfg.env_config())
+    cfg = TrainConfig().replace(device=str(device))
+    env = ClickEnv(segmenters["weightfree"], data, cfg.env)
     obs = env.observe(env.initial_state(batch, 0))
-    policy = build_policy(cfg, device)
-    out["policy"] = {"name": cfg.policy, "forward_flops_per_row": policy_flops(
+    policy = build_policy(cfg.policy, cfg.env, cfg.run.seed, device)
+    out["policy"] = {"name": cfg.policy.kind, "forward_flops_per_row": policy_flops(
         policy, {k: obs[k] for k in policy.in_keys})}
     out["peaks"] = {"bf16_flop_s": DEFAULT_PEAK[0], "bytes_s": DEFAULT_PEAK[1], "device": "H200"}
     return out

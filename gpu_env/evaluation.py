@@ -188,12 +188,8 @@ def write_results(summaries: list[dict], out_dir: str | Path, meta: dict | None 
 
 def plot_curves(summaries: list[dict], path: str | Path) -> None:
     """Dice (mean ± std band) vs clicks, one line per policy; written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = new_figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     for s in summaries:
         m = np.asarray(s["dice_mean"])
         sd = np.asarray(s["dice_std"])
@@ -208,12 +204,15 @@ def plot_curves(summaries: list[dict], path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def save_figure(fig, path: str | Path) -> None:
-    """``fig.tight_layout()``, then save it as PNG atomically (temp file, rename) and close it."""
-    import matplotlib.pyplot as plt
+def new_figure(**kw):
+    """A matplotlib ``Figure`` outside pyplot: no backend is chosen and no global figure list
+    is touched, so library code never changes the caller's matplotlib state."""
+    from matplotlib.figure import Figure
 
+    return Figure(**kw)
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """``fig.tight_layout()``, then save it as PNG atomically (temp file, rename)."""
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True, what="figure")
-    finally:
-        plt.close(fig)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True, what="figure")

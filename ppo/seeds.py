@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_env.evaluation import save_figure
+from gpu_env.evaluation import new_figure, save_figure
 from sam_batch.atomic_io import atomic_write
 
 __all__ = ["aggregate_seeds", "format_seed_tables", "load_results", "plot_seeds", "write_seeds"]
@@ -167,12 +167,8 @@ def format_seed_tables(agg: dict, key: str = "dice") -> str:
 
 def plot_seeds(agg: dict, path: str | Path) -> None:
     """Dice vs clicks, mean over seeds with ±std error bars, one line per policy (atomic PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = new_figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     for r in agg["rows"]:
         m, sd = np.asarray(r["dice_mean"]), np.asarray(r["dice_std"])
         ax.errorbar(np.arange(len(m)), m, yerr=sd, marker="o", capsize=3, label=r["name"])

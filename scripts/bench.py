@@ -303,6 +303,10 @@ def _portable(cmd: list[str], raw_path: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(BenchConfig, args=argv, description=__doc__)
+    if not (ROOT / "bench" / "conftest.py").is_file():
+        raise SystemExit(f"sam2click-bench runs the suites in bench/ of a source checkout; none "
+                         f"at {ROOT / 'bench'}: run it from a clone of the repository "
+                         f"(pip install -e '.[test]').")
     from bench.flops import cost_report, peaks_for
 
     device = resolve_device(cfg.device)

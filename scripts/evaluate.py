@@ -17,8 +17,8 @@ from ppo.checkpoint import load_checkpoint
 from ppo.config import TrainConfig
 from ppo.evaluate import evaluate_agent, report
 from ppo.factory import build_envs, resolve_device
+from ppo.policies import build_policy
 from ppo.prior import attach_prior
-from ppo.train import build_policy
 
 
 @dataclass
@@ -60,17 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         changes["eval_split"] = args.eval_split
     if args.eval_images:
         changes["eval_images"] = args.eval_images
-    for k, v in changes.items():
-        setattr(cfg, k, v)
+    cfg = cfg.replace(**changes)
     envs = build_envs(cfg, device, train=False)
-    policy = build_policy(cfg, device)
+    policy = build_policy(cfg.policy, cfg.env, cfg.run.seed, device)
     policy.load_state_dict(ck["model"])
     attach_prior(policy, envs.eval_env)  # the agent's mask prior, and the learned clicker's
     curves = evaluate_agent(envs.eval_env, envs.eval_data, policy, num_clicks=args.num_clicks,
                             batch_size=args.batch_size, seed=args.seed, baselines=args.baselines)
     out = Path(args.out) if args.out else path.parent / "eval"
     meta = {"checkpoint": str(path), "config": cfg.to_dict(), "num_clicks": args.num_clicks}
-    print(report(curves, out, meta, table_clicks=cfg.max_clicks))
+    print(report(curves, out, meta, table_clicks=cfg.env.max_clicks))
     print(f"\nresults written to {out}")
     return 0
 

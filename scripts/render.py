@@ -10,6 +10,7 @@ Each mode is a subcommand with its own config dataclass; add a mode by adding an
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 import tyro
 
 from gpu_env.datasets import load_dataset
-from gpu_env.evaluation import save_figure
+from gpu_env.evaluation import new_figure, save_figure
 from gpu_env.visualize import contact_sheet, overlay_outlines, save_png
 
 
@@ -85,13 +86,9 @@ class EpisodeStrips:
 
 
 def _strip(image: np.ndarray, gt: np.ndarray, ep: dict, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = len(ep["masks"])
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), dpi=110)
+    fig = new_figure(figsize=(2.4 * n, 2.6), dpi=110)
+    axes = fig.subplots(1, n)
     for k, ax in enumerate(np.atleast_1d(axes)):
         ax.imshow(image)
         mask = ep["masks"][k]
@@ -118,22 +115,21 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
     from ppo.config import TrainConfig
     from ppo.evaluate import greedy_actor
     from ppo.factory import build_envs, resolve_device
-    from ppo.train import build_policy
+    from ppo.policies import build_policy
 
     device = resolve_device(cfg.device)
     if cfg.checkpoint:
         ck = load_checkpoint(cfg.checkpoint, map_location=device)
-        tcfg = TrainConfig.from_dict(json.loads(ck["config"]))
-        tcfg.eval_images = cfg.episodes
+        tcfg = TrainConfig.from_dict(json.loads(ck["config"])).replace(eval_images=cfg.episodes)
         envs = build_envs(tcfg, device, train=False)
-        policy = build_policy(tcfg, device)
+        policy = build_policy(tcfg.policy, tcfg.env, tcfg.run.seed, device)
         policy.load_state_dict(ck["model"])
         from ppo.prior import attach_prior
 
         attach_prior(policy, envs.eval_env)
         clicker = ActionClicker("agent (PPO)", greedy_actor(policy))
     else:
-        tcfg = TrainConfig(eval_images=cfg.episodes)
+        tcfg = TrainConfig().replace(eval_images=cfg.episodes)
         envs = build_envs(tcfg, device, train=False)
         clicker = OracleClicker()
     env, data = envs.eval_env, envs.eval_data
@@ -156,10 +152,11 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
 MODES = {"dataset": render_dataset, "episodes": render_episodes}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():  # scoped: a caller's grad mode is left as it was
-        tyro.extras.subcommand_cli_from_dict(MODES, config=(tyro.conf.OmitArgPrefixes,))
+        tyro.extras.subcommand_cli_from_dict(MODES, args=argv, config=(tyro.conf.OmitArgPrefixes,))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
-
-import tyro
 
 from ppo.config import TrainConfig
 from ppo.seeds import aggregate_seeds, format_seed_tables, load_results, write_seeds
@@ -38,7 +35,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _without_resume(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "resume"}
+    return {k: v for k, v in config.items() if k != "run.resume"}
+
+
+def _flat(cfg: TrainConfig) -> dict:
+    """``{"section.setting": value}`` over every section."""
+    return {f"{s}.{k}": v for s, values in cfg.to_dict().items() for k, v in values.items()}
 
 
 def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
@@ -47,31 +49,35 @@ def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
 
     Raises ``SystemExit`` if the folder holds a run of another config: its checkpoints would be
     overwritten or resumed with the wrong settings."""
-    run = replace(cfg, seed=seed, exp_name=f"{cfg.exp_name}_seed{seed}")
-    folder = Path(run.out_dir) / run.exp_name
+    run = cfg.replace(seed=seed, exp_name=f"{cfg.run.exp_name}_seed{seed}")
+    folder = Path(run.run.out_dir) / run.run.exp_name
     saved = folder / "config.json"
     if saved.is_file():
-        old, mine = _without_resume(json.loads(saved.read_text())), _without_resume(run.to_dict())
+        old = _without_resume(_flat(TrainConfig.from_dict(json.loads(saved.read_text()))))
+        mine = _without_resume(_flat(run))
         if old != mine:
             diff = sorted(k for k in old.keys() | mine.keys() if old.get(k) != mine.get(k))
             raise SystemExit(
                 f"{folder} holds a run with another config (differs in: {', '.join(diff)}); "
                 f"pass another --exp-name or --out-dir, or move that folder away")
     last = folder / "last.pt"
-    if run.resume is None and last.is_file():
-        run = replace(run, resume=str(last))
+    if run.run.resume is None and last.is_file():
+        run = run.replace(resume=str(last))
     return run
 
 
 def _finished(run: TrainConfig) -> dict | None:
     """The run's evaluation (``load_results``) if it already holds results of exactly this
     config."""
-    path = Path(run.out_dir) / run.exp_name / "eval" / "results.json"
+    path = Path(run.run.out_dir) / run.run.exp_name / "eval" / "results.json"
     if not path.is_file():
         return None
     results = load_results(path)
-    old = results["meta"].get("config", {})
-    return results if _without_resume(old) == _without_resume(run.to_dict()) else None
+    old = results["meta"].get("config")
+    if not old:
+        return None
+    same = _without_resume(_flat(TrainConfig.from_dict(old))) == _without_resume(_flat(run))
+    return results if same else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,19 +100,19 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--seeds needs at least two distinct seeds, got {args.seeds}")
         from scripts.train import train_and_evaluate
 
-        cfg = tyro.cli(TrainConfig, args=rest, description=__doc__)
+        cfg = TrainConfig.from_cli(rest, description=__doc__)
         runs = []
         for seed in args.seeds:
             run = seed_config(cfg, seed)
             results = _finished(run)
             if results is None:
-                print(f"\n=== seed {seed}: training {Path(run.out_dir) / run.exp_name}"
-                      + (f" (resuming {run.resume})" if run.resume else ""))
+                print(f"\n=== seed {seed}: training {Path(run.run.out_dir) / run.run.exp_name}"
+                      + (f" (resuming {run.run.resume})" if run.run.resume else ""))
                 results = load_results(train_and_evaluate(run))
             else:
                 print(f"\n=== seed {seed}: reusing {results['meta']['path']}")
             runs.append(results)
-        summary_dir = Path(args.summary_dir or Path(cfg.out_dir) / f"{cfg.exp_name}_seeds")
+        summary_dir = Path(args.summary_dir or Path(cfg.run.out_dir) / f"{cfg.run.exp_name}_seeds")
     agg = aggregate_seeds(runs)
     paths = write_seeds(agg, summary_dir)
     print()

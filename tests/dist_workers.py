@@ -168,15 +168,15 @@ def build_learner(cfg, state: dict, norm_adv: bool):
 
     from ppo.loss import make_ppo_loss
     from ppo.policies import make_actor_critic
-    from ppo.train import build_policy, ppo_config
+    from ppo.policies import build_policy
 
-    policy = build_policy(cfg, torch.device("cpu"))
+    policy = build_policy(cfg.policy, cfg.env, cfg.run.seed, torch.device("cpu"))
     policy.load_state_dict(state)
     ac = make_actor_critic(policy, generator=torch.Generator().manual_seed(0),
-                           use_action_mask=cfg.action_mask)
-    ppo_cfg = replace(ppo_config(cfg), update_epochs=1, num_minibatches=1, norm_adv=norm_adv)
+                           use_action_mask=cfg.env.action_mask)
+    ppo_cfg = replace(cfg.ppo, update_epochs=1, num_minibatches=1, norm_adv=norm_adv)
     loss = make_ppo_loss(ac.actor, ac.critic, ppo_cfg)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.ppo.learning_rate, eps=1e-5)
     return policy, loss, optimizer, ppo_cfg
 
 

@@ -69,9 +69,9 @@ def test_training_loads_the_augmented_split_and_embed_caches_the_same_rows(tmp_p
     from sam_batch.cache import load_cache
     from scripts import embed
 
-    cfg = TrainConfig(augment_copies=1, augment_seed=2, image_size=64)
-    train = load_split(cfg, "train", 3)
-    held = load_split(cfg, "val", 2)
+    cfg = TrainConfig().replace(augment_copies=1, augment_seed=2, image_size=64)
+    train = load_split(cfg.data, "train", 3)
+    held = load_split(cfg.data, "val", 2)
     assert len(train) == 6 and len(held) == 2
     out = tmp_path / "cache"
     assert embed.main(["--dataset", "synthetic", "--split", "train", "--count", "3",

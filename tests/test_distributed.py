@@ -33,13 +33,13 @@ def data(tmp_path_factory) -> Path:
 
 def tiny(out: Path, name: str, data: Path, **kw) -> TrainConfig:
     """Two steps of four envs (two per rank), one epoch of two minibatches per iteration."""
-    cfg = TrainConfig(exp_name=name, out_dir=str(out), device="cpu", dataset=str(data),
+    cfg = TrainConfig().replace(exp_name=name, out_dir=str(out), device="cpu", dataset=str(data),
                       image_size=64, obs_size=64, grid_size=16, num_envs=4, num_steps=2,
                       total_timesteps=ITERATIONS * 8, num_minibatches=2, update_epochs=1,
                       width=4, max_clicks=2, log_every=1, checkpoint_every=1,
                       keep_checkpoints=ITERATIONS, eval_every=0, eval_clicks=3,
                       tensorboard=False, progress=False, prior_steps=2, prior_width=4)
-    return replace(cfg, **kw)
+    return cfg.replace(**kw)
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +59,15 @@ def test_ranks_hold_identical_parameters_after_every_update(two_rank_run):
     assert r0["digests"] == r1["digests"]
     assert len(set(r0["digests"])) == ITERATIONS + 1  # every update changed the weights
     # ...while each rank stepped its own rows (num_envs is the global batch) from its own seed.
-    assert r0["local_envs"] == r1["local_envs"] == cfg.num_envs // 2
+    assert r0["local_envs"] == r1["local_envs"] == cfg.ppo.num_envs // 2
     assert not torch.equal(r0["env_state"]["key"], r1["env_state"]["key"])
     # Only rank 0 logs and holds the held-out env; one CSV row per iteration, global steps.
     assert (r0["has_eval_env"], r1["has_eval_env"]) == (True, False)
     rows = (run_dir / "progress.csv").read_text().splitlines()[1:]
     assert len(rows) == ITERATIONS
-    assert int(rows[-1].split(",")[1]) == ITERATIONS * cfg.batch_size
+    assert int(rows[-1].split(",")[1]) == ITERATIONS * cfg.ppo.batch_size
     ck = load_checkpoint(run_dir / "last.pt")
-    assert ck["counters"] == {"iteration": ITERATIONS, "global_step": ITERATIONS * cfg.batch_size,
+    assert ck["counters"] == {"iteration": ITERATIONS, "global_step": ITERATIONS * cfg.ppo.batch_size,
                               "world_size": 2}
     assert state_digest(ck["model"]) == r0["digests"][-1]
     for rank, r in enumerate((r0, r1)):
@@ -82,7 +82,7 @@ def test_shard_data_splits_training_images_between_ranks(two_rank_run, data, tmp
     # Without sharding (or in one process) every rank holds the whole split.
     cfg = tiny(tmp_path, "full", data)
     assert build_envs(cfg, torch.device("cpu"), rank=1, world_size=2).train_data.ids == ids
-    sharded = build_envs(replace(cfg, shard_data=True), torch.device("cpu"), rank=1,
+    sharded = build_envs(cfg.replace(shard_data=True), torch.device("cpu"), rank=1,
                          world_size=2, held_out=False)
     assert sharded.train_env.num_images == TRAIN_IMAGES // 2 and sharded.eval_env is None
     with pytest.raises(ValueError, match="shard_data needs at least one training image"):
@@ -141,7 +141,7 @@ def test_two_rank_update_equals_one_rank_full_batch_update(tmp_path, data, monke
                  batch_path=str(tmp_path / "batch.pt"))
     assert res.errors == [None, None], res.errors
     halves = res.results
-    alone = one_update(cfg, state, batch[:, : cfg.num_envs // 2].clone())  # no all-reduce
+    alone = one_update(cfg, state, batch[:, : cfg.ppo.num_envs // 2].clone())  # no all-reduce
     for k, v in full.items():
         assert torch.equal(halves[0][k], halves[1][k]), k
         torch.testing.assert_close(halves[0][k], v, rtol=1e-5, atol=1e-6, msg=k)
@@ -154,7 +154,7 @@ def test_resume_two_rank_checkpoint_with_two_ranks_is_exact(two_rank_run):
     cfg, run_dir, (r0, _) = two_rank_run
     out = run_dir.parent
     ckpt = run_dir / f"ckpt_{ITERATIONS - 1:08d}.pt"
-    resumed_cfg = replace(cfg, exp_name="resumed2", resume=str(ckpt))
+    resumed_cfg = cfg.replace(exp_name="resumed2", resume=str(ckpt))
     res = launch(out, "resumed2", "train_and_record", cfg=resumed_cfg)
     assert res.errors == [None, None], res.errors
     s0, s1 = res.results
@@ -172,8 +172,8 @@ def test_resume_two_rank_checkpoint_in_one_process(two_rank_run, tmp_path):
     cfg, run_dir, _ = two_rank_run
     ckpt = run_dir / "ckpt_00000001.pt"
     saved = load_checkpoint(ckpt)
-    trainer = Trainer(replace(cfg, out_dir=str(tmp_path), exp_name="resumed1", resume=str(ckpt)))
-    assert trainer.local_envs == cfg.num_envs  # one process steps the whole global batch
+    trainer = Trainer(cfg.replace(out_dir=str(tmp_path), exp_name="resumed1", resume=str(ckpt)))
+    assert trainer.local_envs == cfg.ppo.num_envs  # one process steps the whole global batch
     for k, v in saved["model"].items():
         assert torch.equal(trainer.policy.state_dict()[k], v), k
     adam = trainer.optimizer.state_dict()["state"]
@@ -181,16 +181,16 @@ def test_resume_two_rank_checkpoint_in_one_process(two_rank_run, tmp_path):
         assert torch.equal(adam[i]["exp_avg"], s["exp_avg"])
     trainer.run()
     last = load_checkpoint(tmp_path / "resumed1" / "last.pt")
-    assert last["counters"] == {"iteration": ITERATIONS, "global_step": ITERATIONS * cfg.batch_size,
+    assert last["counters"] == {"iteration": ITERATIONS, "global_step": ITERATIONS * cfg.ppo.batch_size,
                                 "world_size": 1}
     assert "ranks" not in last and not any(torch.isnan(v).any() for v in last["model"].values())
 
 
 def _argv(cfg: TrainConfig) -> list[str]:
-    return ["--out-dir", cfg.out_dir, "--exp-name", cfg.exp_name, "--device", "cpu",
-            "--dataset", cfg.dataset, "--image-size", "64", "--obs-size", "64",
+    return ["--out-dir", cfg.run.out_dir, "--exp-name", cfg.run.exp_name, "--device", "cpu",
+            "--dataset", cfg.data.dataset, "--image-size", "64", "--obs-size", "64",
             "--grid-size", "16", "--num-envs", "4", "--num-steps", "2",
-            "--total-timesteps", str(cfg.total_timesteps), "--num-minibatches", "2",
+            "--total-timesteps", str(cfg.ppo.total_timesteps), "--num-minibatches", "2",
             "--update-epochs", "1", "--width", "4", "--max-clicks", "2", "--log-every", "1",
             "--checkpoint-every", "1", "--eval-clicks", "3", "--no-tensorboard",
             "--no-progress", "--prior-steps", "2", "--prior-width", "4"]

@@ -3,7 +3,9 @@ rule of automatic mode: the actor never sees ground truth."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,8 @@ from gpu_env.policies import OracleClicker, PriorClicker
 from ppo.prior import MaskPrior, attach_prior, prior_probabilities, train_mask_prior
 from ppo.train import Trainer
 from tests.test_train import tiny
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GT_FREE_KEYS = {OBS, SAM_PROB, MASK_PRIOR, IMAGE_EMBEDDING, ACTION_MASK}
 
@@ -67,7 +71,7 @@ def test_prior_is_frozen_owned_by_the_policy_and_installed(trainer):
 
 def test_a_checkpoint_carries_the_prior(trainer, tmp_path):
     trainer.save(None)
-    other = Trainer(replace(trainer.cfg, exp_name="reloaded", out_dir=str(tmp_path)))
+    other = Trainer(trainer.cfg.replace(exp_name="reloaded", out_dir=str(tmp_path)))
     other.load(trainer.keeper.last)
     for (k, a), b in zip(trainer.policy.prior.state_dict().items(),
                          other.policy.prior.state_dict().values()):
@@ -85,7 +89,7 @@ def test_observing_without_an_installed_prior_says_what_to_do(trainer):
 
 
 def test_actor_input_keys_hold_no_ground_truth(trainer):
-    assert trainer.cfg.mode == "auto"
+    assert trainer.cfg.env.mode == "auto"
     assert set(trainer.policy.in_keys) <= GT_FREE_KEYS
     assert MASK_PRIOR in trainer.policy.in_keys and GT_ERROR not in trainer.policy.in_keys
     assert GT_ERROR not in trainer.env.observe(trainer.env.initial_state(2, 0)).keys()
@@ -118,7 +122,7 @@ def test_learned_clicker_with_the_gt_as_prior_is_the_oracle(tmp_path):
     t = Trainer(cfg)
     env = t.env
     if env.mask_size != env.config.obs_size:
-        env = Trainer(replace(cfg, exp_name="gt2", obs_size=env.mask_size)).env
+        env = Trainer(cfg.replace(exp_name="gt2", obs_size=env.mask_size)).env
     env.set_mask_prior(env.gt[:, None].float())
     state = env.initial_state(6, 1)
     for _ in range(3):
@@ -155,11 +159,12 @@ def test_quick_evaluation_writes_best_pt_and_logs_episode_images(tmp_path):
 def test_a_config_saved_before_the_mask_prior_loads_without_one():
     from ppo.config import TrainConfig
 
-    old = TrainConfig().to_dict()
-    for key in ("mask_prior", "prior_steps", "prior_width", "prior_distance"):
-        del old[key]
+    # a flat config.json of a run saved before the mask prior (and before the config's sections)
+    old = json.loads((ROOT / "docs/results/auto_seeds/seed1_results.json").read_text())
+    old = old["meta"]["config"]
+    assert "mask_prior" not in old and "prior_steps" not in old and "env" not in old
     cfg = TrainConfig.from_dict(old)
-    assert cfg.mask_prior is False and TrainConfig().mask_prior is True
+    assert cfg.env.obs_mask_prior is False and TrainConfig().env.obs_mask_prior is True
 
 
 def test_the_recipe_runs_with_sam2_and_the_image_embedding(tmp_path):

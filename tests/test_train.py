@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(tmp_path: Path, name: str, **kw) -> TrainConfig:
-    cfg = TrainConfig(exp_name=name, out_dir=str(tmp_path), device="cpu", train_images=6,
+    cfg = TrainConfig().replace(exp_name=name, out_dir=str(tmp_path), device="cpu", train_images=6,
                       eval_images=4, num_envs=4, num_steps=3, total_timesteps=4 * 12,
                       num_minibatches=2, update_epochs=2, width=4, log_every=1,
                       checkpoint_every=1, eval_every=0, tensorboard=False, progress=False,
                       max_clicks=2, prior_steps=2, prior_width=4)
-    return replace(cfg, **kw)
+    return cfg.replace(**kw)
 
 
 def test_resume_in_new_process_is_bit_identical(tmp_path):
@@ -77,10 +77,10 @@ def test_run_writes_config_csv_and_checkpoints(tmp_path):
     run = tmp_path / "logs"
     assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
     lines = (run / "progress.csv").read_text().splitlines()
-    assert len(lines) == 1 + cfg.num_iterations and lines[0].startswith("iteration,global_step,sps")
+    assert len(lines) == 1 + cfg.ppo.num_iterations and lines[0].startswith("iteration,global_step,sps")
     assert {p.name for p in run.glob("ckpt_*.pt")} == {"ckpt_00000003.pt", "ckpt_00000004.pt"}
     assert (run / "last.pt").exists()
-    assert row["global_step"] == cfg.num_iterations * cfg.batch_size
+    assert row["global_step"] == cfg.ppo.num_iterations * cfg.ppo.batch_size
     for key in ("loss_objective", "loss_critic", "loss_entropy", "approx_kl", "clip_fraction"):
         assert key in row and row[key] == row[key]  # present and not NaN
 

@@ -1,0 +1,78 @@
+"""The run config: one home per setting, every setting a CLI flag, one migration of old configs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from ppo.config import SECTIONS, TrainConfig, migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FLAT_BEFORE_SECTIONS = {  # config.json of a run saved before the sections (and the mask prior)
+    "action_mask": True, "anneal_lr": True, "autocast": "none", "bc_lr": 0.001, "bc_steps": 200,
+    "boundary_metric": "fscore", "boundary_weight": 0.5, "checkpoint_every": 20, "clip_coef": 0.1,
+    "clip_vloss": True, "compile": False, "dataset": "synthetic", "device": "auto",
+    "ent_coef": 0.02, "eval_clicks": 20, "eval_every": 0, "eval_images": 64, "eval_split": "val",
+    "exp_name": "ppo_click", "feature_cache": None, "gae_lambda": 0.95, "gamma": 0.5,
+    "grid_size": 32, "image_size": 256, "keep_checkpoints": 3, "learning_rate": 0.001,
+    "log_every": 5, "max_clicks": 5, "max_grad_norm": 0.5, "mode": "simulated_user",
+    "num_envs": 64, "num_minibatches": 4, "num_steps": 10, "obs_image_embedding": False,
+    "obs_sam_prob": True, "obs_size": 128, "out_dir": "runs", "patch_stem": True,
+    "policy": "proto", "progress": True, "resume": None, "sam2_checkpoint": None,
+    "sam2_config": "sam2.1_hiera_b+", "sam2_image_size": None, "sam2_seed": 0, "seed": 3,
+    "segmenter": "weightfree", "shard_data": False, "tensorboard": True,
+    "total_timesteps": 25600, "train_images": 256, "train_split": "train", "update_epochs": 4,
+    "use_mask_input": True, "vf_coef": 0.5, "width": 16,
+}
+
+
+def test_a_flat_config_of_an_old_run_loads_through_the_migration():
+    cfg = TrainConfig.from_dict(FLAT_BEFORE_SECTIONS)
+    assert cfg.run.seed == 3 and cfg.ppo.bc_steps == 200 and cfg.ppo.total_timesteps == 25600
+    assert cfg.env.mode == "simulated_user" and cfg.policy.kind == "proto"
+    assert cfg.segmenter.kind == "weightfree" and cfg.data.train_images == 256
+    assert cfg.env.obs_mask_prior is False  # ABSENT_MEANS: runs before the prior had none
+    assert cfg.policy.prior_distance is False
+    assert cfg.env.target_dice is None and cfg.ppo.norm_adv is True  # then not settable: defaults
+    nested = cfg.to_dict()
+    assert set(nested) == set(SECTIONS) and TrainConfig.from_dict(nested) == cfg
+    assert migrate(nested) == nested
+
+
+def test_unknown_settings_are_refused_by_name():
+    with pytest.raises(ValueError, match="no_such_flag"):
+        TrainConfig.from_dict({**FLAT_BEFORE_SECTIONS, "no_such_flag": 1})
+    with pytest.raises(ValueError, match="no_such_flag"):
+        TrainConfig.from_dict({"env": {"no_such_flag": 1}})
+
+
+def test_every_setting_has_one_home_and_one_flag():
+    homes: dict[str, str] = {}
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            assert f.name not in homes or f.name == "kind", (f.name, homes.get(f.name), section)
+            homes.setdefault(f.name, section)
+    cfg = TrainConfig.from_cli(["--target-dice", "0.9", "--heatmap-sigma", "2.5",
+                                "--boundary-tolerance", "3", "--no-norm-adv", "--policy", "proto",
+                                "--segmenter", "weightfree", "--no-mask-prior", "--seed", "7"])
+    assert cfg.env.target_dice == 0.9 and cfg.env.heatmap_sigma == 2.5
+    assert cfg.env.boundary_tolerance == 3 and cfg.ppo.norm_adv is False
+    assert cfg.policy.kind == "proto" and cfg.env.obs_mask_prior is False and cfg.run.seed == 7
+
+
+def test_replace_by_flat_name_changes_one_setting():
+    cfg = TrainConfig().replace(seed=5, boundary_weight=0.0, policy="proto", mask_prior=False)
+    assert cfg.run.seed == 5 and cfg.env.boundary_weight == 0.0 and cfg.policy.kind == "proto"
+    assert cfg.env.obs_mask_prior is False
+    assert cfg.replace() == cfg and TrainConfig().run.seed == 1
+
+
+def test_the_saved_results_of_every_documented_run_still_load():
+    for path in sorted(ROOT.glob("docs/results/**/*results.json")):
+        config = json.loads(path.read_text())["meta"].get("config")
+        if config:
+            TrainConfig.from_dict(config)
