@@ -37,7 +37,7 @@ from ppo.factory import RunEnvs
 from ppo.gae import compute_gae
 from ppo.loss import ppo_update
 from ppo.policies import STATE_VALUE
-from ppo.train import Trainer
+from ppo.train import CompiledStep, Trainer
 
 PROTOTYPE_TRAIN_STEPS_PER_S = 500_000 / (185.7 * 60)  # SB3 + SAM2.1 b+, issue #6 (~45)
 POLICY_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}  # log-softmax and relative value, vs eager fp32
@@ -66,8 +66,7 @@ def make_trainer(assets, opts, segmenter: str, num_envs: int, out_dir: str, **ov
     compiled_env = opts.compile and segmenter == "sam2"
     env = assets.env(segmenter, cfg.env, compiled=compiled_env)
     if opts.compile and not compiled_env:
-        env = copy.copy(env)  # a private copy whose step is compiled (the session's stays eager)
-        env.step = torch.compile(env.step, fullgraph=True, dynamic=False, mode=opts.compile_mode)
+        env = CompiledStep(env, mode=opts.compile_mode)  # the session's env stays eager
     trainer = Trainer(cfg, envs=RunEnvs(env, env, assets.data, assets.data))
     reference = copy.deepcopy(trainer.policy)
     if opts.compile:

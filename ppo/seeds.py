@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gpu_env.evaluation import new_figure, save_figure
+from ppo.config import TrainConfig
 from sam_batch.atomic_io import atomic_write
 
 __all__ = ["aggregate_seeds", "format_seed_tables", "load_results", "plot_seeds", "write_seeds"]
@@ -49,16 +50,23 @@ def load_results(path: str | Path) -> dict:
     return data
 
 
+def _config(run: dict) -> TrainConfig | None:
+    """The training config a results file records (nested, or flat for older runs)."""
+    saved = run["meta"].get("config")
+    return TrainConfig.from_dict(saved) if saved else None
+
+
 def _seed_of(run: dict, index: int) -> int | str:
-    cfg = run["meta"].get("config") or {}
-    return cfg.get("seed", f"run{index}")
+    cfg = _config(run)
+    return f"run{index}" if cfg is None else cfg.run.seed
 
 
 def _check_comparable(runs: list[dict]) -> None:
     def describe(r):
         m = r["meta"]
-        cfg = m.get("config") or {}
-        return (cfg.get("dataset"), m.get("eval_split", cfg.get("eval_split")),
+        cfg = _config(r)
+        dataset, split = (None, None) if cfg is None else (cfg.data.dataset, cfg.data.eval_split)
+        return (dataset, m.get("eval_split", split),
                 r["results"][0]["num_images"], r["results"][0]["max_clicks"])
 
     ref = describe(runs[0])

@@ -7,7 +7,6 @@ at checkpoints; the per-step and per-minibatch work never leaves the device.
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import json
 import os
@@ -35,6 +34,18 @@ NONFINITE_WHERE = ("rewards", "advantages", "loss")
 
 class NonFiniteError(FloatingPointError):
     """A NaN/inf appeared in training; the message names where."""
+
+
+class CompiledStep:
+    """The train env as the rollout sees it under ``compile``: every attribute is the env's,
+    except ``step``, a ``torch.compile`` of it held here (the env object is not modified)."""
+
+    def __init__(self, env: ClickEnv, **compile_kw):
+        self.env = env
+        self.step = torch.compile(env.step, fullgraph=True, dynamic=False, **compile_kw)
+
+    def __getattr__(self, name: str):
+        return getattr(self.env, name)
 
 
 class Trainer:
@@ -66,8 +77,7 @@ class Trainer:
         self.loss_module = make_ppo_loss(self.ac.actor, self.ac.critic, self.ppo_cfg)
         if cfg.run.compile:  # parity of both paths vs eager is checked in bench/bench_train.py
             self.policy.compile(fullgraph=True, dynamic=False)
-            self.env = copy.copy(self.env)  # a private view whose step is compiled
-            self.env.step = torch.compile(self.env.step, fullgraph=True, dynamic=False)
+            self.env = CompiledStep(self.env)  # the env itself is left as it is
         self.optimizer = torch.optim.Adam(self.trainable(), lr=cfg.ppo.learning_rate, eps=1e-5)
         self.state = self.env.initial_state(self.local_envs, dist_utils.rank_seed(cfg.run.seed, self.ctx))
         self.initial_dice = self.state["dice"].clone()

@@ -26,7 +26,7 @@ def test_train_writes_results_and_checkpoints(tiny_run):
     assert names == ["agent (PPO)", "oracle", "oracle (grid)", "learned clicker",
                      "no further clicks", "random"]
     assert results["meta"]["mask_prior"]["prior_steps"] == 2
-    assert results["meta"]["config"]["seed"] == 1 and results["results"][0]["max_clicks"] == 3
+    assert results["meta"]["config"]["run"]["seed"] == 1 and results["results"][0]["max_clicks"] == 3
     for name in ("last.pt", "config.json", "progress.csv", "eval/results.csv",
                  "eval/dice_vs_clicks.png"):
         assert (tiny_run / name).is_file(), name

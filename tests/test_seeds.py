@@ -122,7 +122,7 @@ def test_seeds_command_trains_each_seed_then_reuses(tmp_path, capsys):
     assert agent["name"] == "agent (PPO)" and len(agent["dice_seeds"]) == 2
     for s in (3, 4):
         cfg = json.loads((tmp_path / f"tiny_seed{s}" / "config.json").read_text())
-        assert cfg["seed"] == s
+        assert cfg["run"]["seed"] == s
     last = tmp_path / "tiny_seed3" / "last.pt"
     stamp = last.stat().st_mtime_ns
     assert seeds.main(argv) == 0
