@@ -18,7 +18,7 @@ The prototype trained Stable-Baselines3 PPO on a Gymnasium env that ran one epis
   nothing). The clicker logic is RITM's ``Clicker._get_next_click`` (a copy of the port in
   ``tests/reference/ritm_clicker.py``, so ``bench`` does not import ``tests``).
 
-Semantics are the project's (DESIGN.md): 256x256 working masks, the 32x32 action grid, the
+Semantics are the project's (docs/design.md): 256x256 working masks, the 32x32 action grid, the
 six-channel observation, ``r = dDice + lambda * dBoundaryF``; ``tests/test_prototype_baseline.py``
 checks that this env and ``ClickEnv`` agree step by step. One piece of the real predictor's
 work is left out: ``SAM2ImagePredictor.predict`` also upsamples the masks to the original image
@@ -251,7 +251,7 @@ class PrototypeClickEnv:
         return self._obs(), {"dice": self.dice, "boundary": self.boundary, "image": self.image}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """One grid click (DESIGN.md coding) -> ``(obs, reward, terminated, truncated, info)``."""
+        """One grid click (docs/design.md coding) -> ``(obs, reward, terminated, truncated, info)``."""
         cfg = self.config
         G = cfg.grid_size
         label_bit, cell = divmod(int(action), G * G)

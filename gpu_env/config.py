@@ -62,8 +62,8 @@ class EnvConfig:
         """The observation's keys, in order: the one definition that ``ClickEnv.observe``, the
         TorchRL specs (``gpu_env.torchrl_env``) and the policy's inputs
         (``ppo.policies.build_policy``) follow."""
-        optional = ((SAM_PROB, self.obs_sam_prob), (MASK_PRIOR, self.obs_mask_prior),
-                    (IMAGE_EMBEDDING, self.obs_image_embedding),
+        optional = ((SAM_PROB, self.obs_sam_prob), (IMAGE_EMBEDDING, self.obs_image_embedding),
+                    (MASK_PRIOR, self.obs_mask_prior),
                     (GT_ERROR, self.mode == "simulated_user"), (ACTION_MASK, self.action_mask))
         return (OBS, *(key for key, on in optional if on))
 

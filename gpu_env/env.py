@@ -79,7 +79,7 @@ class ClickEnv:
       segmenter: the batched SAM2 decoder or the weight-free stand-in; its images must be the
         dataset's images in the same order.
       dataset: images and GT masks (moved to the segmenter's device).
-      config: episode semantics (DESIGN.md).
+      config: episode semantics (docs/design.md).
       image_pool: optional subset of dataset indices that resets draw from (default: all).
       init_chunk: batch size used to precompute the per-image initial episode.
       row_chunk: ``step``/``step_autoreset``/``observe``/``reset`` process at most this many rows
@@ -299,7 +299,7 @@ class ClickEnv:
         return terminated, truncated & ~terminated
 
     def decode_action(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``action [B]`` -> ``(point [B, 2], sam_label [B], cell [B])`` (DESIGN.md coding)."""
+        """``action [B]`` -> ``(point [B, 2], sam_label [B], cell [B])`` (docs/design.md coding)."""
         G = self.config.grid_size
         cell = torch.remainder(action, G * G)
         label_bit = torch.div(action, G * G, rounding_mode="floor")
@@ -307,7 +307,7 @@ class ClickEnv:
         return point, 1 - label_bit, cell  # action label 0 = fg -> SAM2 label 1
 
     def step(self, state: TensorDict, action: Tensor) -> tuple[TensorDict, TensorDict]:
-        """Apply one grid click per row (``action [B]``, DESIGN.md coding). Rows whose episode
+        """Apply one grid click per row (``action [B]``, docs/design.md coding). Rows whose episode
         has already ended are left unchanged (zero reward). Returns ``(next_state, out)`` with
         ``out`` holding ``reward``, ``terminated``, ``truncated``, ``done``, ``dice`` and
         ``boundary`` (all ``[B]``)."""
@@ -400,14 +400,15 @@ class ClickEnv:
     @_by_rows
     def observe(self, state: TensorDict) -> TensorDict:
         """The observation TensorDict: ``observation [B, 6, S, S]`` plus the optional keys
-        enabled in the config (see ``gpu_env.config``)."""
+        of ``config.observation_keys``, in that order."""
         cfg = self.config
         S = cfg.obs_size
         ids = state["image_id"]
+        keys = cfg.observation_keys
         obs = {OBS: O.six_channels(self.rgb[ids], state["mask"], state["heat"])}
-        if cfg.obs_sam_prob:
+        if SAM_PROB in keys:
             obs[SAM_PROB] = O.resize_prob(state["logits"], S)
-        if cfg.obs_image_embedding:
+        if IMAGE_EMBEDDING in keys:
             emb = self.segmenter.image_embedding(ids)
             if emb is None:
                 raise ValueError(
@@ -415,7 +416,7 @@ class ClickEnv:
                     "embeddings; the weight-free segmenter has none. Turn the option off."
                 )
             obs[IMAGE_EMBEDDING] = emb
-        if cfg.obs_mask_prior:
+        if MASK_PRIOR in keys:
             if self.mask_prior is None:
                 raise ValueError(
                     "obs_mask_prior=True but no mask prior is installed: call "
@@ -423,12 +424,12 @@ class ClickEnv:
                     "that owns a MaskPrior), or turn the option off."
                 )
             obs[MASK_PRIOR] = self.mask_prior[ids]
-        if cfg.mode == "simulated_user":
+        if GT_ERROR in keys:
             gt = self.gt[ids]
             fn = O.resize_mask(gt & ~state["mask"], S)
             fp = O.resize_mask(~gt & state["mask"], S)
             obs[GT_ERROR] = torch.stack((fn, fp), dim=1)
-        if cfg.action_mask:
+        if ACTION_MASK in keys:
             obs[ACTION_MASK] = self.action_mask(state)
         return TensorDict(obs, batch_size=state.batch_size, device=self.device)
 

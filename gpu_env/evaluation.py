@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from gpu_env import metrics
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
-from gpu_env.policies import Clicker
+from gpu_env.clickers import Clicker
 from sam_batch.atomic_io import atomic_write
 
 NOC_THRESHOLDS = (0.85, 0.90)

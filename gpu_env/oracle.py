@@ -133,6 +133,6 @@ def pixel_to_cell(rows: Tensor, cols: Tensor, height: int, width: int, grid_size
 
 def click_to_action(click: OracleClick, height: int, width: int, grid_size: int = 32) -> Tensor:
     """``Long[B]`` agent action for an oracle click: ``label * grid_size**2 + cell`` with label 0
-    for a positive (foreground) click and 1 for a negative one (DESIGN.md action coding)."""
+    for a positive (foreground) click and 1 for a negative one (docs/design.md action coding)."""
     cell = pixel_to_cell(click.rows, click.cols, height, width, grid_size)
     return (~click.positive).long() * (grid_size * grid_size) + cell

@@ -36,28 +36,29 @@ class SAM2ClickTorchRLEnv(EnvBase):
         self._seed = int(seed)
         cfg = env.config
         B, S = batch_size, cfg.obs_size
+        keys = cfg.observation_keys  # the env's keys, in its order
         obs = {
             OBS: Bounded(0.0, 1.0, shape=(B, 6, S, S), dtype=torch.float32, device=self.device),
             "dice": Bounded(0.0, 1.0, shape=(B,), dtype=torch.float32, device=self.device),
             "boundary": Bounded(0.0, 1.0, shape=(B,), dtype=torch.float32, device=self.device),
         }
-        if cfg.obs_sam_prob:
+        if SAM_PROB in keys:
             obs[SAM_PROB] = Bounded(0.0, 1.0, shape=(B, 1, S, S), dtype=torch.float32,
                                     device=self.device)
-        if cfg.obs_mask_prior:
+        if MASK_PRIOR in keys:
             obs[MASK_PRIOR] = Bounded(0.0, 1.0, shape=(B, 1, S, S), dtype=torch.float32,
                                       device=self.device)
-        if cfg.obs_image_embedding:
+        if IMAGE_EMBEDDING in keys:
             emb = env.segmenter.image_embedding(torch.zeros(1, dtype=torch.long, device=self.device))
             if emb is None:
                 raise ValueError("obs_image_embedding=True needs a SAM2 segmenter with cached "
                                  "image embeddings.")
             obs[IMAGE_EMBEDDING] = Unbounded(shape=(B, *emb.shape[1:]), dtype=emb.dtype,
                                              device=self.device)
-        if cfg.mode == "simulated_user":
+        if GT_ERROR in keys:
             obs[GT_ERROR] = Bounded(0.0, 1.0, shape=(B, 2, S, S), dtype=torch.float32,
                                     device=self.device)
-        if cfg.action_mask:
+        if ACTION_MASK in keys:
             obs[ACTION_MASK] = Categorical(2, shape=(B, cfg.num_actions), dtype=torch.bool,
                                            device=self.device)
         self.observation_spec = Composite(obs, shape=(B,), device=self.device)

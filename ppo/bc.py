@@ -18,12 +18,12 @@ from tensordict import TensorDict
 from gpu_env import oracle
 from gpu_env.datasets.io import resize_masks
 from gpu_env.env import ClickEnv
-from gpu_env.policies import OracleClicker
+from gpu_env.clickers import OracleClicker
 
 
 def oracle_actions(env: ClickEnv, state: TensorDict, obs: TensorDict,
                    teacher_size: int | None = None) -> torch.Tensor:
-    """The teacher's action ``[B]`` in the DESIGN.md coding (label 0 = fg).
+    """The teacher's action ``[B]`` in the docs/design.md coding (label 0 = fg).
 
     ``teacher_size`` (e.g. 128) runs RITM's rule on area-downsampled masks: the exact distance
     transform costs O(H W^2), so half resolution is 8x cheaper on CPU, and the click is only

@@ -3,7 +3,7 @@
 Why not ``torch.distributions.Categorical`` or TorchRL's ``MaskedCategorical`` as they are:
 
 - both sample with ``torch.multinomial`` on the *global* RNG (tensordict's ``generator=``
-  option only forks the global RNG around the call); DESIGN.md wants every random draw to come
+  option only forks the global RNG around the call); docs/design.md wants every random draw to come
   from a generator that the caller owns. Here sampling is Gumbel-max on
   ``torch.rand(generator=...)``: exact, sync-free, reproducible from the generator state alone.
 - ``MaskedCategorical`` writes ``-inf`` into masked logits: a row whose every action is masked

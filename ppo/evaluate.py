@@ -11,7 +11,7 @@ from gpu_env.config import ACTION_MASK
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
 from gpu_env.evaluation import Curves, evaluate_clicker, format_table, write_results
-from gpu_env.policies import ActionClicker, OracleClicker, PriorClicker, RandomClicker
+from gpu_env.clickers import ActionClicker, OracleClicker, PriorClicker, RandomClicker
 from ppo.distributions import apply_mask
 
 

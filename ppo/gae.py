@@ -1,6 +1,6 @@
 """Generalized advantage estimation over a ``[T, B]`` rollout, via TorchRL's functional GAE.
 
-Semantics (DESIGN.md episodes): ``terminated`` ends an episode with no future value, so the
+Semantics (docs/design.md episodes): ``terminated`` ends an episode with no future value, so the
 TD target is ``r_t``; a truncated step (``done & ~terminated``, i.e. ``max_clicks`` reached)
 bootstraps from ``next_value``, the value of the episode's *final* observation that the
 rollout keeps before auto-reset; and nothing propagates backwards across ``done``, so the

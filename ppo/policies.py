@@ -1,7 +1,7 @@
 """Actor-critic networks over the click observation, and their TorchRL wrapping.
 
 Both networks map observation tensors to ``(logits [B, 2*G*G] float32, value [B, 1] float32)``
-with logits in the action coding of DESIGN.md: ``index = label * G*G + row * G + col``
+with logits in the action coding of docs/design.md: ``index = label * G*G + row * G + col``
 (label 0 = foreground, 1 = background). Each names the observation entries it reads in
 ``in_keys`` (a subset of gpu_env.config's keys, which are also its ``forward`` keyword names).
 

@@ -17,6 +17,7 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
+from gpu_env.config import ACTION_MASK
 from gpu_env.env import ClickEnv
 from sam_batch.atomic_io import atomic_write
 from ppo import distributed as dist_utils
@@ -72,8 +73,9 @@ class Trainer:
         # Sampling and minibatch order: one generator per rank, seeded from (seed, rank).
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(dist_utils.rank_seed(cfg.run.seed, self.ctx))
+        masked = ACTION_MASK in cfg.env.observation_keys
         self.ac: ActorCritic = make_actor_critic(self.policy, generator=self.generator,
-                                                 use_action_mask=cfg.env.action_mask)
+                                                 use_action_mask=masked)
         self.loss_module = make_ppo_loss(self.ac.actor, self.ac.critic, self.ppo_cfg)
         if cfg.run.compile:  # parity of both paths vs eager is checked in bench/bench_train.py
             self.policy.compile(fullgraph=True, dynamic=False)
@@ -303,7 +305,7 @@ class Trainer:
         With a ``log``, the Dice is logged as ``eval_dice`` and ``episodes`` rendered episodes
         go to TensorBoard as one image (``eval/episodes``)."""
         from gpu_env.evaluation import evaluate_clicker
-        from gpu_env.policies import ActionClicker
+        from gpu_env.clickers import ActionClicker
         from ppo.evaluate import greedy_actor
 
         env, data = self.envs.eval_env, self.envs.eval_data

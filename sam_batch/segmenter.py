@@ -1,6 +1,6 @@
 """The ``Segmenter`` interface shared by the batched SAM2 decoder and the weight-free stand-in.
 
-Conventions (fixed by DESIGN.md):
+Conventions (fixed by docs/design.md):
 
 * ``points`` are ``(x, y)`` in pixel-index coordinates of the segmenter's square prompt frame
   of side ``input_size`` (1024 for a standard SAM2 model). A click on low-res pixel

@@ -1,9 +1,9 @@
 """Run the benchmark suite on this machine; write bench/results/<date>_<device>.json and .md.
 
-    python -m scripts.bench                                  # CUDA if available, else CPU
-    python -m scripts.bench --device cuda --bf16 --compile   # opt-in fast paths (parity-gated)
-    python -m scripts.bench --device cpu --no-slow --threads 1
-    python -m scripts.bench --help
+    sam2click-bench                                  # CUDA if available, else CPU
+    sam2click-bench --device cuda --bf16 --compile   # opt-in fast paths (parity-gated)
+    sam2click-bench --device cpu --no-slow --threads 1
+    sam2click-bench --help
 
 What it does:
 

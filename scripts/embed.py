@@ -1,9 +1,9 @@
 """Encode a dataset's images with SAM2 into an on-disk feature cache (resumable).
 
-    python -m scripts.embed --dataset kvasir:/data/Kvasir-SEG --checkpoint sam2.1_hiera_base_plus.pt \\
+    sam2click-embed --dataset kvasir:/data/Kvasir-SEG --checkpoint sam2.1_hiera_base_plus.pt \\
         --device cuda --out caches/kvasir-all__b+
-    python -m scripts.embed --dataset synthetic --count 32 --config t --image-size 256   # random weights
-    python -m scripts.embed --help
+    sam2click-embed --dataset synthetic --count 32 --config t --image-size 256   # random weights
+    sam2click-embed --help
 
 An interrupted run resumes where it stopped when started again with the same arguments.
 """

@@ -1,6 +1,6 @@
 """Evaluate a trained checkpoint beside the baselines (oracle, no further clicks, random).
 
-    python -m scripts.evaluate --checkpoint runs/ppo_click/best.pt
+    sam2click-evaluate --checkpoint runs/ppo_click/best.pt
 """
 
 from __future__ import annotations

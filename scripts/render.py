@@ -1,8 +1,8 @@
 """Render pictures for human inspection.
 
-  python -m scripts.render dataset --out docs/images/synthetic_contact_sheet.png
-  python -m scripts.render dataset --source kvasir:/data/Kvasir-SEG --split val --count 24
-  python -m scripts.render episodes --checkpoint runs/ppo_click/last.pt --out runs/episodes
+  sam2click-render dataset --out docs/images/synthetic_contact_sheet.png
+  sam2click-render dataset --source kvasir:/data/Kvasir-SEG --split val --count 24
+  sam2click-render episodes --checkpoint runs/ppo_click/last.pt --out runs/episodes
 
 Each mode is a subcommand with its own config dataclass; add a mode by adding an entry to
 ``MODES``.
@@ -110,7 +110,7 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
     import json
 
     from gpu_env.evaluation import evaluate_clicker
-    from gpu_env.policies import ActionClicker, OracleClicker
+    from gpu_env.clickers import ActionClicker, OracleClicker
     from ppo.checkpoint import load_checkpoint
     from ppo.config import TrainConfig
     from ppo.evaluate import greedy_actor

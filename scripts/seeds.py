@@ -1,11 +1,11 @@
 """Train one run per seed, evaluate each, and report mean ± std over the seeds.
 
-    python -m scripts.seeds --seeds 1 2 3                      # the main job, three seeds
-    python -m scripts.seeds --seeds 1 2 3 --mode simulated_user --bc-steps 200
-    python -m scripts.seeds --results runs/a/eval runs/b/eval  # aggregate existing evaluations
+    sam2click-seeds --seeds 1 2 3                      # the main job, three seeds
+    sam2click-seeds --seeds 1 2 3 --mode simulated_user --bc-steps 200
+    sam2click-seeds --results runs/a/eval runs/b/eval  # aggregate existing evaluations
 
-Every flag other than ``--seeds``, ``--results`` and ``--summary-dir`` is a ``scripts.train``
-flag (``python -m scripts.train --help``). Seed ``s`` trains into ``<out-dir>/<exp-name>_seed<s>``;
+Every flag other than ``--seeds``, ``--results`` and ``--summary-dir`` is a ``sam2click-train``
+flag (``sam2click-train --help``). Seed ``s`` trains into ``<out-dir>/<exp-name>_seed<s>``;
 a seed whose evaluation already exists with the same config is not trained again, and one
 interrupted after a checkpoint resumes from its ``last.pt``, so re-running the command after an
 interruption finishes the job. The summary (``seeds.md``, ``seeds.json``,

@@ -1,7 +1,7 @@
 """Train a click agent with PPO, then evaluate it beside the baselines and print the table.
 
-    python -m scripts.train                      # embedded default: synthetic + weight-free, CPU
-    python -m scripts.train --help               # every TrainConfig field
+    sam2click-train                      # embedded default: synthetic + weight-free, CPU
+    sam2click-train --help               # every TrainConfig field
     torchrun --nproc_per_node=N -m scripts.train --device cuda ...   # N GPUs
 """
 

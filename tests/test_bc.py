@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpu_env.policies import OracleClicker
+from gpu_env.clickers import OracleClicker
 from ppo.bc import behaviour_cloning, oracle_actions
 from ppo.train import Trainer
 from tests.test_train import tiny
@@ -28,7 +28,7 @@ def test_teacher_action_decodes_to_the_grid_oracle_click(trainer):
         action = oracle_actions(env, state, obs, teacher_size=None)
         point, label, cell = OracleClicker(grid=True)(env, state, obs)
         got_point, got_label, got_cell = env.decode_action(action)
-        # DESIGN.md coding: label 0 = foreground = SAM label 1
+        # docs/design.md coding: label 0 = foreground = SAM label 1
         assert torch.equal(got_label, label) and torch.equal(got_cell, cell)
         assert torch.allclose(got_point, point)
         state, _, _ = env.step_autoreset(state, action)

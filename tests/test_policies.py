@@ -84,7 +84,7 @@ def test_cleanrl_initialisation(make):
 
 
 def test_spatial_logits_follow_the_action_coding():
-    """Logit index = label * G*G + row * G + col, decoded as DESIGN.md decodes actions."""
+    """Logit index = label * G*G + row * G + col, decoded as docs/design.md decodes actions."""
     net = SpatialPolicy(width=4)
     label, row, col = 1, 5, 27
     feature = torch.zeros(1, 4, G, G)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB
-from gpu_env.policies import OracleClicker, PriorClicker
+from gpu_env.clickers import OracleClicker, PriorClicker
 from ppo.prior import MaskPrior, attach_prior, prior_probabilities, train_mask_prior
 from ppo.train import Trainer
 from tests.test_train import tiny

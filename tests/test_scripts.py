@@ -73,7 +73,7 @@ def test_baselines_command_has_the_learned_clicker_row(tmp_path, capsys):
     from scripts import baselines
 
     out = tmp_path / "base"
-    assert baselines.main(["--count", "3", "--train-count", "4", "--prior-steps", "2",
+    assert baselines.main(["--eval-images", "3", "--train-images", "4", "--prior-steps", "2",
                            "--prior-width", "4", "--num-clicks", "3", "--device", "cpu",
                            "--out", str(out)]) == 0
     printed = capsys.readouterr().out

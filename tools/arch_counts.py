@@ -2,11 +2,13 @@
 
 - settings declared in more than one config dataclass (a dataclass named ``*Config`` or one of a
   command's tyro configs under ``scripts/``), by field name;
-- places (files outside tests/) that choose between the weight-free segmenter and SAM2, i.e.
-  construct ``GeodesicSegmenter(`` or ``BatchedSAM2Decoder(``;
-- places (files outside tests/) that decide which observation keys exist, i.e. read one of the
-  optional-key switches (``obs_sam_prob``, ``obs_mask_prior``, ``obs_image_embedding``,
-  ``use_sam_prob``, ``use_mask_prior``, ``use_image_embedding``) in an ``if``/argument;
+- places (files outside tests/) that choose between the weight-free segmenter and SAM2: files
+  that construct ``GeodesicSegmenter(`` or ``BatchedSAM2Decoder(`` and hold the literal
+  ``"weightfree"`` (a benchmark of one segmenter builds it without choosing);
+- places (files outside tests/) that decide which observation keys exist: files that read an
+  optional-key switch as an attribute (``.obs_sam_prob``, ``.obs_mask_prior``,
+  ``.obs_image_embedding``, ``.action_mask`` of a config, or ``.mode == "simulated_user"``)
+  other than in a docstring or error message;
 - tracked ``.py`` files over 400 lines.
 """
 
@@ -20,13 +22,27 @@ from collections import defaultdict
 from pathlib import Path
 
 PACKAGES = ("sam_batch", "gpu_env", "ppo", "scripts", "cli", "bench")
-SWITCH = re.compile(r"\b(obs_sam_prob|obs_mask_prior|obs_image_embedding|use_sam_prob|"
-                    r"use_mask_prior|use_image_embedding)\b")
+SWITCH = re.compile(r"(?:cfg|config|self|env)\.(obs_sam_prob|obs_mask_prior|obs_image_embedding|"
+                    r"action_mask\b(?!\()|mode == \"simulated_user\")")
+
+
+REV = sys.argv[1] if len(sys.argv) > 1 else "HEAD"
+"""The commit measured (``python tools/arch_counts.py <rev>``; default HEAD)."""
+
+
+def all_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-tree", "-r", "--name-only", REV], capture_output=True,
+                         text=True, check=True)
+    return [Path(p) for p in out.stdout.split() if p.endswith(".py")]
+
+
+def read(path: Path) -> str:
+    return subprocess.run(["git", "show", f"{REV}:{path}"], capture_output=True, text=True,
+                          check=True).stdout
 
 
 def product_files() -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "*.py"], capture_output=True, text=True, check=True)
-    return [Path(p) for p in out.stdout.split() if p.split("/")[0] in PACKAGES]
+    return [p for p in all_files() if p.parts[0] in PACKAGES]
 
 
 def is_dataclass(node: ast.ClassDef) -> bool:
@@ -40,7 +56,7 @@ def is_dataclass(node: ast.ClassDef) -> bool:
 def config_fields() -> dict[str, list[str]]:
     where = defaultdict(list)
     for path in product_files():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(read(path))):
             if not (isinstance(node, ast.ClassDef) and is_dataclass(node)):
                 continue
             if not (node.name.endswith("Config") or path.parts[0] in ("scripts", "cli")):
@@ -54,16 +70,12 @@ def config_fields() -> dict[str, list[str]]:
 def main() -> int:
     dup = config_fields()
     seg = [str(p) for p in product_files()
-           if re.search(r"\b(GeodesicSegmenter|BatchedSAM2Decoder)\(", p.read_text())
-           and not re.search(r"^class (GeodesicSegmenter|BatchedSAM2Decoder)\b", p.read_text(), re.M)]
+           if re.search(r"\b(GeodesicSegmenter|BatchedSAM2Decoder)\(", read(p))
+           and '"weightfree"' in read(p)]
     obs = [str(p) for p in product_files()
-           if any(SWITCH.search(line) and ("if " in line or "=" in line)
-                  for line in p.read_text().splitlines()
-                  if not line.lstrip().startswith(("#", '"""')) and ":" not in line.split("=")[0])
-           and p.name != "config.py" and not p.name.endswith("_config.py")]
-    big = [f"{p} ({n})" for p in map(Path, subprocess.run(["git", "ls-files", "*.py"],
-           capture_output=True, text=True, check=True).stdout.split())
-           if (n := len(p.read_text().splitlines())) > 400]
+           if any(SWITCH.search(line) for line in read(p).splitlines()
+                  if not line.lstrip().startswith(("#", '"', "f\"", "raise")))]
+    big = [f"{p} ({n})" for p in all_files() if (n := len(read(p).splitlines())) > 400]
     print(f"settings declared in more than one config dataclass: {len(dup)}")
     for k, v in sorted(dup.items()):
         print(f"  {k}: {', '.join(v)}")

@@ -43,7 +43,7 @@ def clicked_pixels(env: ClickEnv, state: TensorDict) -> Tensor:
 
 
 class OracleClicker:
-    """RITM's next click on the current error (DESIGN.md). ``grid=False`` clicks the exact
+    """RITM's next click on the current error (docs/design.md). ``grid=False`` clicks the exact
     low-res pixel (the reference oracle); ``grid=True`` snaps it to the centre of its grid
     cell, the best an agent limited to the action grid could do by imitation."""
 
