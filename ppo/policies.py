@@ -144,7 +144,10 @@ class SpatialPolicy(nn.Module):
     then owns the ``MaskPrior`` network as ``self.prior``, frozen: its maps are computed once per
     image by ``ppo.prior.attach_prior``, not in this forward); ``gt_error`` ``[B, 2, S, S]`` if ``use_gt_error``; ``image_embedding``
     ``[B, 256, 64, 64]`` (any float dtype) if ``use_image_embedding``.
-    56,051 parameters at the defaults (width 32), 213,347 at width 64.
+    56,051 parameters at the constructor's defaults (width 32), 213,347 at width 64. These
+    defaults are the network's alone: a training run builds it through ``build_policy`` from its
+    ``PolicyConfig`` and ``EnvConfig`` (width 16, patch stem, ``sam_prob`` and ``mask_prior``
+    inputs: 16,387 trained parameters beside the frozen 488,001-parameter prior).
     """
 
     def __init__(
