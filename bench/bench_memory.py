@@ -77,12 +77,12 @@ def test_memory_steady(benchmark, memory_segmenter, assets, opts, recorder, tmp_
         benchmark.pedantic(run, rounds=1, warmup_rounds=0, iterations=1)
     growth = held[ITERATIONS] - held[CHECKPOINT]
     entry = {"kind": "memory_steady", "segmenter": memory_segmenter, "num_envs": num_envs,
-             "num_steps": trainer.cfg.num_steps, "iterations": ITERATIONS,
+             "num_steps": trainer.cfg.ppo.num_steps, "iterations": ITERATIONS,
              "held_bytes_at_100": held[CHECKPOINT], "held_bytes_at_1000": held[ITERATIONS],
              "growth_bytes": growth, "rss_mib_at_100": rss[CHECKPOINT],
              "rss_mib_at_1000": rss[ITERATIONS],
              "held_kind": "cuda_memory_allocated" if opts.device.type == "cuda" else "python_reachable_tensors",
-             "steps_per_s": ITERATIONS * num_envs * trainer.cfg.num_steps / benchmark.stats.stats.mean,
+             "steps_per_s": ITERATIONS * num_envs * trainer.cfg.ppo.num_steps / benchmark.stats.stats.mean,
              **mem.result}
     recorder.memory.append(entry)
     benchmark.group = "memory"
@@ -180,7 +180,7 @@ def memory_model(small, large, segmenter: str) -> MemoryModel:
     if model is not None:
         fixed += sum(_tensor_bytes(p) for p in model.parameters())
     return MemoryModel(
-        segmenter=segmenter, num_steps=large.cfg.num_steps,
+        segmenter=segmenter, num_steps=large.cfg.ppo.num_steps,
         state_per_row=_tensor_bytes(large.state) // rows,
         obs_per_row=_tensor_bytes(env.observe(large.state)) // rows,
         rollout_per_row=_tensor_bytes(large.buffer) // rows,

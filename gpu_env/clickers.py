@@ -18,6 +18,7 @@ from torch import Tensor
 from gpu_env import oracle
 from gpu_env.config import ACTION_MASK
 from gpu_env.env import ClickEnv
+from gpu_env import actions
 from sam_batch.segmenter import points_from_pixels
 
 Click = tuple[Tensor, Tensor, Tensor]
@@ -61,9 +62,9 @@ def ritm_click_towards(env: ClickEnv, state: TensorDict, target: Tensor, grid: b
     snaps it to the centre of its action-grid cell."""
     M, G = env.mask_size, env.config.grid_size
     c = oracle.ritm_click(state["mask"], target, ~clicked_pixels(env, state))
-    cell = oracle.pixel_to_cell(c.rows, c.cols, M, M, G)
+    cell = actions.pixel_to_cell(c.rows, c.cols, M, M, G)
     if grid:
-        point = points_from_pixels(cell // G, cell % G, G, env.input_size)
+        point = actions.cell_point(cell, G, env.input_size)
     else:
         point = points_from_pixels(c.rows, c.cols, M, env.input_size)
     return point, c.positive.long(), cell

@@ -42,6 +42,7 @@ from gpu_env.datasets.base import SegDataset
 from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
 from gpu_env.reward import boundary_gt_terms, boundary_score, step_reward
+from gpu_env import actions
 from sam_batch.segmenter import Segmenter, points_from_pixels
 
 
@@ -300,11 +301,7 @@ class ClickEnv:
 
     def decode_action(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``action [B]`` -> ``(point [B, 2], sam_label [B], cell [B])`` (docs/design.md coding)."""
-        G = self.config.grid_size
-        cell = torch.remainder(action, G * G)
-        label_bit = torch.div(action, G * G, rounding_mode="floor")
-        point = points_from_pixels(cell // G, cell % G, G, self.input_size)
-        return point, 1 - label_bit, cell  # action label 0 = fg -> SAM2 label 1
+        return actions.decode(action, self.config.grid_size, self.input_size)
 
     def step(self, state: TensorDict, action: Tensor) -> tuple[TensorDict, TensorDict]:
         """Apply one grid click per row (``action [B]``, docs/design.md coding). Rows whose episode

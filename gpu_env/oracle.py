@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gpu_env import actions
+from gpu_env.actions import pixel_to_cell  # noqa: F401  (the oracle's click -> cell)
 from gpu_env.edt import squared_edt
 
 
@@ -118,21 +120,8 @@ def first_click(gt: Tensor, not_clicked: Tensor | None = None, chunk: int | None
     return ritm_click(torch.zeros_like(gt), gt, not_clicked, chunk)
 
 
-def pixel_to_cell(rows: Tensor, cols: Tensor, height: int, width: int, grid_size: int = 32) -> Tensor:
-    """``Long[B]`` index ``row * grid_size + col`` of the action-grid cell holding each pixel.
-
-    The ``grid_size x grid_size`` grid tiles the ``height x width`` mask evenly, so pixel row ``r``
-    lies in grid row ``floor(r * grid_size / height)`` (``r // 8`` for 256 pixels and 32 cells).
-    """
-    if height < 1 or width < 1 or grid_size < 1:
-        raise ValueError(f"height, width, grid_size must be >= 1, got {height}, {width}, {grid_size}.")
-    grid_row = torch.div(rows * grid_size, height, rounding_mode="floor")
-    grid_col = torch.div(cols * grid_size, width, rounding_mode="floor")
-    return grid_row * grid_size + grid_col
-
-
 def click_to_action(click: OracleClick, height: int, width: int, grid_size: int = 32) -> Tensor:
     """``Long[B]`` agent action for an oracle click: ``label * grid_size**2 + cell`` with label 0
     for a positive (foreground) click and 1 for a negative one (docs/design.md action coding)."""
     cell = pixel_to_cell(click.rows, click.cols, height, width, grid_size)
-    return (~click.positive).long() * (grid_size * grid_size) + cell
+    return actions.encode(click.positive.long(), cell, grid_size)

@@ -17,6 +17,7 @@ from tensordict import TensorDict
 
 from gpu_env import oracle
 from gpu_env.datasets.io import resize_masks
+from gpu_env import actions
 from gpu_env.env import ClickEnv
 from gpu_env.clickers import OracleClicker
 
@@ -37,10 +38,9 @@ def oracle_actions(env: ClickEnv, state: TensorDict, obs: TensorDict,
         free = ~F.interpolate(state["clicked"].view(-1, 1, G, G).float(), size=(S, S),
                               mode="nearest")[:, 0].bool()
         click = oracle.ritm_click(pred, gt, free)
-        cell = (click.rows // (S // G)) * G + click.cols // (S // G)
+        cell = actions.pixel_to_cell(click.rows, click.cols, S, S, G)
         sam_label = click.positive.long()
-    G2 = env.config.grid_size ** 2
-    return (1 - sam_label) * G2 + cell
+    return actions.encode(sam_label, cell, env.config.grid_size)
 
 
 def behaviour_cloning(env: ClickEnv, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
