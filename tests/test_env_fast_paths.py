@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gpu_env import metrics
 from gpu_env import observation as O
-from gpu_env.config import EnvConfig
+from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets import load_dataset
 from gpu_env.env import ClickEnv
 from sam_batch.geodesic import GeodesicSegmenter
@@ -19,7 +21,7 @@ B = 7
 @pytest.fixture(scope="module")
 def env():
     data = load_dataset("synthetic", split="train", size=256, count=9)
-    return ClickEnv(GeodesicSegmenter(data.images), data, EnvConfig(max_clicks=4))
+    return ClickEnv(GeodesicSegmenter(data.images), data, replace(PROTOTYPE_ENV, max_clicks=4))
 
 
 def test_reset_equals_its_reference_bitwise(env):
@@ -80,7 +82,7 @@ def test_cuda_engines_agree_and_env_step_never_syncs():
         assert torch.equal(metrics.dilate_disk(m, r, "bool"), metrics.dilate_disk(m, r, "shift"))
         assert torch.equal(metrics.erode_square(m, r, "bool"), metrics.erode_square(m, r, "shift"))
     data = load_dataset("synthetic", split="train", size=256, count=9)
-    env = ClickEnv(GeodesicSegmenter(data.images.cuda()), data, EnvConfig(max_clicks=2))
+    env = ClickEnv(GeodesicSegmenter(data.images.cuda()), data, replace(PROTOTYPE_ENV, max_clicks=2))
     state = env.initial_state(32, 0)
     actions = torch.randint(0, env.num_actions, (4, 32), generator=g).cuda()
     torch.cuda.synchronize()
@@ -96,7 +98,7 @@ def test_cuda_engines_agree_and_env_step_never_syncs():
 def test_row_chunks_give_the_whole_batch_result_bitwise():
     data = load_dataset("synthetic", split="train", size=256, count=9)
     seg = GeodesicSegmenter(data.images)
-    cfg = EnvConfig(max_clicks=2, obs_sam_prob=True, action_mask=True)
+    cfg = replace(PROTOTYPE_ENV, max_clicks=2, obs_sam_prob=True, action_mask=True)
     whole = ClickEnv(seg, data, cfg, row_chunk=1000)
     chunked = ClickEnv(seg, data, cfg, row_chunk=16)  # 40 rows: chunks of 16, 16, 8
     assert ClickEnv(seg, data, cfg).row_chunk == 32  # the CPU default
