@@ -19,7 +19,7 @@ def test_lockstep_rollout_equals_general_path(tmp_path, monkeypatch, num_steps, 
     cfg = tiny(tmp_path, "fast", num_steps=num_steps, max_clicks=max_clicks,
                total_timesteps=4 * num_steps * 3)
     fast = Trainer(cfg)
-    general = Trainer(replace(cfg, exp_name="general"))
+    general = Trainer(cfg.replace(exp_name="general"))
     phases = []
     for _ in range(3):  # iterations with updates between: the phase moves across rollouts
         phases.append(shared_phase(fast.env, fast.state))

@@ -63,6 +63,8 @@ def config_fields() -> dict[str, list[str]]:
                 continue
             for stmt in node.body:
                 if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    if getattr(stmt.annotation, "id", "").endswith("Config"):
+                        continue  # a section of a composed config, not a setting
                     where[stmt.target.id].append(f"{path}:{node.name}")
     return {k: v for k, v in where.items() if len(v) > 1}
 
