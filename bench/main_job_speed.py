@@ -72,9 +72,24 @@ import ppo.train as T
 from ppo.loss import ppo_update
 from ppo.rollout import collect, shared_phase
 torch.set_num_threads(int(sys.argv[2]))
-cfg = dataclasses.replace(TrainConfig(), out_dir=tempfile.mkdtemp(), progress=False,
-                          tensorboard=False, eval_every=0, device="cpu",
-                          train_images=int(sys.argv[1]))
+
+def set_leaf(cfg, name, value):  # flat (older checkouts) or nested (sections) TrainConfig
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if name in names:
+        return dataclasses.replace(cfg, **{name: value}), True
+    for f in dataclasses.fields(cfg):
+        sub = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(sub):
+            new, ok = set_leaf(sub, name, value)
+            if ok:
+                return dataclasses.replace(cfg, **{f.name: new}), True
+    return cfg, False
+
+cfg = TrainConfig()
+for k, v in dict(out_dir=tempfile.mkdtemp(), progress=False, tensorboard=False, eval_every=0,
+                 device="cpu", train_images=int(sys.argv[1])).items():
+    cfg, ok = set_leaf(cfg, k, v)
+    assert ok, k
 tr = T.Trainer(cfg)
 tr.iterate()
 res = {"collect_s": [], "update_s": []}
