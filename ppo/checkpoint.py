@@ -14,6 +14,7 @@ temporary file survives an exception.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 import os
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from sam_batch.atomic_io import atomic_write, fsync_dir, unlink_quietly
+from sam_batch.atomic_io import DiskFullError, atomic_write, fsync_dir, unlink_quietly
 
 __all__ = [
     "FORMAT",
@@ -66,6 +67,21 @@ def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
+def _unpickler_reason(err: BaseException) -> str:
+    """What PyTorch's weights-only unpickler objected to, without its advice on how to load
+    the file unsafely (``weights_only=False``, ``add_safe_globals``): that advice is exactly
+    what a checkpoint of unknown origin must not get."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1].strip()
+        reason = reason.split("Please use", 1)[0].split("Check the documentation", 1)[0]
+        reason = " ".join(reason.split()).rstrip(". ")
+        if reason:
+            return reason
+    return "not a pickle of tensors and plain data"
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
 ) -> dict[str, Any]:
@@ -86,14 +102,22 @@ def load_checkpoint(
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} could not be loaded with weights_only=True: it is "
-            f"corrupt, or holds objects other than tensors and plain data ({_first_line(err)})"
-        ) from err
+            f"{str(path)!r} is not a checkpoint written by scripts.train: it is corrupt, or "
+            f"holds objects other than tensors and plain data ({_unpickler_reason(err)}), and "
+            f"such a file is never unpickled because that could run code from it. Use a "
+            f"checkpoint written by scripts.train (last.pt, best.pt or a ckpt_<iter>.pt)."
+        ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is truncated or corrupt ({type(err).__name__}: "
             f"{_first_line(err)}); it may come from an interrupted copy. Use another one "
             "(last.pt, best.pt or a ckpt_<iter>.pt in the same directory)."
+        ) from err
+    except Exception as err:  # e.g. a text file: the unpickler fails on its bytes (KeyError)
+        raise CheckpointError(
+            f"{str(path)!r} is not a checkpoint (PyTorch cannot read it: "
+            f"{type(err).__name__}); pass a .pt file written by scripts.train (last.pt, "
+            f"best.pt or a ckpt_<iter>.pt)."
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
@@ -243,8 +267,14 @@ class CheckpointKeeper:
             except OSError:  # no hard links on this file system
                 shutil.copyfile(source, tmp)
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as err:
             unlink_quietly(tmp)
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    err.errno, f"no space left on the device holding {self.directory}: copying "
+                    f"{source.name} to {target.name} failed and nothing was replaced "
+                    f"({source.name} and the previous {target.name}, if any, are intact). Free "
+                    f"some space and resume from {source}.") from err
             raise
         fsync_dir(self.directory)
 

@@ -106,7 +106,12 @@ class RunConfig:
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``."""
     resume: str | None = None
-    """Checkpoint to resume from (e.g. ``runs/ppo_click/last.pt``): continues bit-identically."""
+    """Checkpoint to resume from (e.g. ``runs/ppo_click/last.pt``): continues bit-identically.
+    Settings that shape the model, env, data or optimizer must match the checkpoint's."""
+    overwrite: bool = False
+    """Start over in a run folder that holds another run, deleting that run's checkpoints,
+    ``config.json``, ``progress.csv``, ``eval/`` results and TensorBoard files (nothing else).
+    Without it (or ``--resume``) such a folder is refused."""
     log_every: int = 5
     """Iterations between host reads of the device-side statistics."""
     checkpoint_every: int = 20
@@ -155,6 +160,11 @@ class TrainConfig:
     def validate(self) -> None:
         """Reject inconsistent settings with a message naming the field."""
         ppo = self.ppo
+        if ppo.num_minibatches < 1:
+            raise ValueError(
+                f"num_minibatches must be >= 1 (minibatches per PPO epoch), got "
+                f"{ppo.num_minibatches}; pass e.g. --num-minibatches 4 (a divisor of "
+                f"num_envs * num_steps = {ppo.batch_size}).")
         if ppo.batch_size % ppo.num_minibatches:
             raise ValueError(
                 f"num_envs * num_steps = {ppo.batch_size} must be divisible by "

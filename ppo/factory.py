@@ -15,12 +15,35 @@ from ppo.distributed import shard_indices
 from sam_batch.factory import build_segmenter
 
 
+class DeviceError(ValueError):
+    """A ``--device`` value this machine cannot use; the message names it and what to pass."""
+
+
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as a
+    ``torch.device`` this machine has; raises ``DeviceError`` naming the value otherwise."""
+    expected = "expected auto, cpu, cuda, cuda:N or mps"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available; use --device cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"--device {name!r} is not a device: {expected}; pass e.g. "
+                         f"--device cpu (or auto).") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name!r} but CUDA is not available on this machine; "
+                             f"pass --device cpu (or auto).")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(f"--device {name!r} but this machine has {count} CUDA device(s) "
+                             f"(cuda:0 to cuda:{count - 1}); pass one of those, or cuda.")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"--device {name!r} but MPS is not available on this machine; "
+                             f"pass --device cpu (or auto).")
+    elif dev.type != "cpu":
+        raise DeviceError(f"--device {name!r} is not supported: {expected}.")
     return dev
 
 

@@ -7,10 +7,10 @@ at checkpoints; the per-step and per-minibatch work never leaves the device.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -21,14 +21,17 @@ from gpu_env.config import ACTION_MASK
 from gpu_env.env import ClickEnv
 from sam_batch.atomic_io import atomic_write
 from ppo import distributed as dist_utils
-from ppo.checkpoint import CheckpointKeeper, capture_generators, load_checkpoint, restore_generators
+from ppo.checkpoint import CheckpointKeeper, capture_generators, restore_generators
 from ppo.config import TrainConfig
 from ppo.factory import RunEnvs, build_envs, resolve_device
 from ppo.gae import compute_gae
 from ppo.loss import lr_at, make_ppo_loss, ppo_update
 from ppo.prior import attach_prior, pretrain_prior
 from ppo.policies import STATE_VALUE, ActorCritic, build_policy, make_actor_critic
+from ppo.resume import ResumeError, load_for_resume
 from ppo.rollout import EpisodeStats, allocate_buffer, collect, shared_phase
+from ppo.run_dir import RunLock, check_new_run, overwrite_notice, remove_run_files
+from ppo.run_log import RunLog, cut_progress
 
 NONFINITE_WHERE = ("rewards", "advantages", "loss")
 
@@ -59,6 +62,13 @@ class Trainer:
         self.ctx = dist_utils.context(requested)  # gloo for a CPU run even where CUDA exists
         self.device = dist_utils.device_for(self.ctx, requested)
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.exp_name
+        # Refuse a checkpoint that cannot continue under this config, and a folder holding
+        # another run, before building anything (see ppo/resume.py and ppo/run_dir.py).
+        resumed = (load_for_resume(cfg.run.resume, cfg, map_location=self.device)
+                   if cfg.run.resume else None)
+        check_new_run(self.run_dir, resume=cfg.run.resume, overwrite=cfg.run.overwrite)
+        self.lock = RunLock(self.run_dir)
+        self.claimed = False  # this trainer has prepared its folder (overwrite, progress cut)
         # num_envs is the global batch: each rank steps its own num_envs / world_size rows.
         self.local_envs = dist_utils.check_batch_split(cfg.ppo.num_envs, cfg.ppo.num_steps,
                                                        cfg.ppo.num_minibatches, self.ctx)
@@ -96,8 +106,8 @@ class Trainer:
                                        every=cfg.run.checkpoint_every)
         self.last_logged: dict = {}
         self.prior_stats: dict = {}
-        if cfg.run.resume:
-            self.load(cfg.run.resume)
+        if resumed is not None:
+            self.load(resumed)
 
     # ------------------------------------------------------------------ checkpoints
     def rank_state_dict(self) -> dict:
@@ -121,12 +131,14 @@ class Trainer:
             "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
         }
 
-    def load(self, path: str | os.PathLike) -> None:
+    def load(self, checkpoint: str | os.PathLike | Mapping) -> None:
         """Restore everything for an exact continuation (policy, optimizer, generator, env
-        state, statistics, counters). A multi-process checkpoint restores each rank's own
-        rows and sampler. One written with another world size (or data sharding) restores the
-        weights and optimizer exactly and re-keys the env rows and sampler per rank."""
-        ck = load_checkpoint(path, map_location=self.device)
+        state, statistics, counters) from a checkpoint path (checked by ``load_for_resume``)
+        or its loaded state. A multi-process checkpoint restores each rank's own rows and
+        sampler. One written with another world size (or data sharding) restores the weights
+        and optimizer exactly and re-keys the env rows and sampler per rank."""
+        ck = checkpoint if isinstance(checkpoint, Mapping) else load_for_resume(
+            checkpoint, self.cfg, map_location=self.device)
         self.policy.load_state_dict(ck["model"])
         self.attach_prior()
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -139,6 +151,7 @@ class Trainer:
             or TrainConfig.from_dict(json.loads(ck["config"])).data.shard_data == self.cfg.data.shard_data)
         if same_rows:
             mine = ck["ranks"][self.ctx.rank] if "ranks" in ck else ck
+            self.check_rows_fit(mine["env_state"]["image_id"])
             restore_generators({"sampler": self.generator}, mine["generators"])
             self.state = TensorDict(mine["env_state"], batch_size=[self.local_envs],
                                     device=self.device)
@@ -149,6 +162,39 @@ class Trainer:
             self.generator.manual_seed(seed)
             self.state = self.env.initial_state(self.local_envs, seed)
             self.initial_dice = self.state["dice"].clone()
+
+    def check_rows_fit(self, image_ids: torch.Tensor) -> None:
+        """The saved env rows index training images; a split with fewer images than the
+        checkpoint's rows use (a folder dataset whose files changed) cannot continue them."""
+        have = len(self.envs.train_data)
+        if image_ids.numel() and int(image_ids.max()) >= have:
+            raise ResumeError(
+                f"cannot resume from {self.cfg.run.resume}: its episodes use training image "
+                f"{int(image_ids.max())} but {self.cfg.data.dataset!r} split "
+                f"{self.cfg.data.train_split!r} now has {have} images; the dataset changed since "
+                f"the checkpoint. Restore the images, or start a new run.")
+
+    @contextlib.contextmanager
+    def claim_folder(self) -> Iterator[None]:
+        """Hold the run folder's lock (rank 0) while training and evaluating in it; on the
+        first claim, apply ``--overwrite`` (removing only the previous run's files, and saying
+        which) and cut ``progress.csv`` back to a resumed checkpoint's iteration."""
+        if self.ctx.rank != 0:
+            yield
+            return
+        with self.lock:
+            if not self.claimed:
+                # Again under the lock: another run may have filled the folder since __init__.
+                run = self.cfg.run
+                check_new_run(self.run_dir, resume=run.resume, overwrite=run.overwrite)
+                if run.overwrite:
+                    removed = remove_run_files(self.run_dir)
+                    if removed:
+                        print(overwrite_notice(self.run_dir, removed), flush=True)
+                if run.resume:
+                    cut_progress(self.run_dir / "progress.csv", self.iteration)
+                self.claimed = True
+            yield
 
     def save(self, metric: float | None) -> None:
         """Rank 0 writes the checkpoint, with every rank's rollout state (a collective)."""
@@ -238,14 +284,20 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self, stop_at: int | None = None) -> dict:
         """Train until ``cfg.ppo.num_iterations`` (or until iteration ``stop_at``, e.g. to split a
-        run in two for the resume test); returns the last logged statistics row."""
+        run in two for the resume test), holding the run folder (``claim_folder``); returns
+        the last logged statistics row."""
+        with self.claim_folder():
+            return self.train_loop(stop_at)
+
+    def train_loop(self, stop_at: int | None = None) -> dict:
+        """``run`` without claiming the folder."""
         cfg = self.cfg
         end = cfg.ppo.num_iterations if stop_at is None else min(stop_at, cfg.ppo.num_iterations)
         rank0 = self.ctx.rank == 0
         if rank0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
-            atomic_write(self.run_dir / "config.json", lambda f: f.write(text))
+            atomic_write(self.run_dir / "config.json", lambda f: f.write(text), what="run config")
         log = RunLog(self.run_dir, cfg.run.tensorboard) if rank0 else None
         if self.iteration == 0:  # not again on resume; a no-op without a prior or steps
             self.pretrain_prior()
@@ -319,57 +371,6 @@ class Trainer:
         if log is not None:
             log.write_eval(self.global_step, metric, curves.episodes, env, data)
         return metric
-
-
-class RunLog:
-    """CSV (``progress.csv``, appended across resumes) and optional TensorBoard scalars."""
-
-    def __init__(self, run_dir: Path, tensorboard: bool):
-        self.path = run_dir / "progress.csv"
-        self.fields: list[str] | None = None
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
-
-    def write(self, row: dict) -> None:
-        new = not self.path.exists()
-        if self.fields is None:
-            self.fields = list(row)
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        if self.writer is not None:
-            for k, v in row.items():
-                if k not in ("iteration", "global_step"):
-                    self.writer.add_scalar(k, v, row["global_step"])
-
-    def write_eval(self, global_step: int, dice: float, episodes: list[dict], env: ClickEnv,
-                   data) -> None:
-        """A quick evaluation: its mean final Dice and, in TensorBoard, its recorded episodes
-        rendered one strip per episode (``gpu_env.visualize.episode_strip``)."""
-        if self.writer is None:
-            return
-        import numpy as np
-
-        from gpu_env.visualize import episode_strip
-
-        self.writer.add_scalar("eval_dice", dice, global_step)
-        if episodes:
-            strips = [episode_strip(data.images[ep["image_id"]].cpu(),
-                                    env.gt[ep["image_id"]].cpu().numpy(), ep, env.input_size)
-                      for ep in episodes]
-            width = max(s.shape[1] for s in strips)
-            strips = [np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0))) for s in strips]
-            self.writer.add_image("eval/episodes", np.concatenate(strips), global_step,
-                                  dataformats="HWC")
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def train(cfg: TrainConfig) -> Trainer:

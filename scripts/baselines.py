@@ -27,7 +27,7 @@ from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets.config import DataConfig
 from gpu_env.env import ClickEnv
 from ppo.evaluate import evaluate_agent, report
-from ppo.factory import load_split, resolve_device
+from ppo.factory import DeviceError, load_split, resolve_device
 from sam_batch.config import SegmenterConfig
 from sam_batch.factory import build_segmenter
 
@@ -76,7 +76,16 @@ def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.devi
 
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(tyro.conf.OmitArgPrefixes[BaselineConfig], args=argv, description=__doc__)
-    device = resolve_device(cfg.device)
+    for name in ("batch_size", "num_clicks"):
+        value = getattr(cfg, name)
+        if value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(f"scripts.baselines: error: {flag} must be >= 1, got {value}; "
+                             f"pass e.g. {flag} {20 if name == 'num_clicks' else 64}.")
+    try:
+        device = resolve_device(cfg.device)
+    except DeviceError as err:
+        raise SystemExit(f"scripts.baselines: error: {err}") from err
     data = load_split(cfg.data, cfg.data.eval_split, cfg.data.eval_images)
     seg = cfg.segmenter
     # without --feature-cache the held-out images are encoded in memory here

@@ -1,11 +1,15 @@
 """Evaluate a trained checkpoint beside the baselines (oracle, no further clicks, random).
 
-    sam2click-evaluate --checkpoint runs/ppo_click/best.pt
+    sam2click-evaluate --checkpoint runs/ppo_click/best.pt   # runs/ppo_click/eval_best_val/
+
+Results go to their own folder, ``<checkpoint dir>/eval_<checkpoint name>_<split>`` (never the
+training's ``eval/``); an existing results folder is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +17,22 @@ from pathlib import Path
 import torch
 import tyro
 
-from ppo.checkpoint import load_checkpoint
+from ppo.checkpoint import CheckpointError, load_checkpoint
 from ppo.config import TrainConfig
 from ppo.evaluate import evaluate_agent, report
-from ppo.factory import build_envs, resolve_device
+from ppo.factory import DeviceError, build_envs, resolve_device
 from ppo.policies import build_policy
 from ppo.prior import attach_prior
+from ppo.run_dir import RunFolderError, check_results_folder
+from sam_batch.atomic_io import DiskFullError
+
+USER_ERRORS = (RunFolderError, CheckpointError, DiskFullError, DeviceError)
+"""Errors whose message says what to do: printed without a traceback, exit status 1."""
+
+
+def user_message(err: BaseException) -> str:
+    """The message alone (an ``OSError``'s without its ``[Errno N]`` prefix)."""
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
 @dataclass
@@ -28,7 +42,10 @@ class EvaluateConfig:
     checkpoint: str
     """Checkpoint written by scripts.train (best.pt, last.pt or ckpt_<iter>.pt)."""
     out: str | None = None
-    """Output folder for results.json/csv and the plot (default: <checkpoint dir>/eval)."""
+    """Output folder for results.json/csv and the plot (default:
+    ``<checkpoint dir>/eval_<checkpoint name>_<split>``, e.g. ``runs/x/eval_best_val``)."""
+    overwrite: bool = False
+    """Replace the results already in the output folder (refused without it)."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
     dataset: str | None = None
@@ -47,27 +64,59 @@ class EvaluateConfig:
     """Seed of the random-click baseline."""
 
 
+def default_out(checkpoint: Path, split: str, dataset: str | None = None) -> Path:
+    """``<checkpoint dir>/eval_<checkpoint stem>_<split>`` (``_<dataset>`` appended when the
+    dataset is overridden), beside and never over the training's own ``eval/``."""
+    name = f"eval_{checkpoint.stem}_{split}"
+    if dataset:
+        name += "_" + re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-")
+    return checkpoint.parent / name
+
+
+def check_args(args: EvaluateConfig) -> None:
+    """Reject values that cannot work, naming them (before any loading)."""
+    for name, value in (("batch_size", args.batch_size), ("num_clicks", args.num_clicks),
+                        ("eval_images", args.eval_images)):
+        if value is not None and value < 1:
+            raise SystemExit(f"scripts.evaluate: error: --{name.replace('_', '-')} must be >= 1, "
+                             f"got {value}; pass e.g. --{name.replace('_', '-')} "
+                             f"{20 if name == 'num_clicks' else 64}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(EvaluateConfig, args=argv, description=__doc__)
+    check_args(args)
+    try:
+        return evaluate(args)
+    except USER_ERRORS as err:
+        raise SystemExit(f"scripts.evaluate: error: {user_message(err)}") from err
+
+
+def evaluate(args: EvaluateConfig) -> int:
     path = Path(args.checkpoint)
     device = resolve_device(args.device)
     ck = load_checkpoint(path, map_location=device)
+    if "config" not in ck or "model" not in ck:
+        raise CheckpointError(f"{str(path)!r} is a checkpoint but not one written by "
+                              f"scripts.train (no config or model); pass a run's best.pt, "
+                              f"last.pt or ckpt_<iter>.pt.")
     cfg = TrainConfig.from_dict(json.loads(ck["config"]))
     changes = {"device": str(device)}
     if args.dataset:
         changes["dataset"] = args.dataset
     if args.eval_split:
         changes["eval_split"] = args.eval_split
-    if args.eval_images:
+    if args.eval_images is not None:
         changes["eval_images"] = args.eval_images
     cfg = cfg.replace(**changes)
+    out = Path(args.out) if args.out else default_out(path, cfg.data.eval_split, args.dataset)
+    check_results_folder(out, overwrite=args.overwrite)
     envs = build_envs(cfg, device, train=False)
     policy = build_policy(cfg.policy, cfg.env, cfg.run.seed, device)
     policy.load_state_dict(ck["model"])
     attach_prior(policy, envs.eval_env)  # the agent's mask prior, and the learned clicker's
     curves = evaluate_agent(envs.eval_env, envs.eval_data, policy, num_clicks=args.num_clicks,
                             batch_size=args.batch_size, seed=args.seed, baselines=args.baselines)
-    out = Path(args.out) if args.out else path.parent / "eval"
     meta = {"checkpoint": str(path), "config": cfg.to_dict(), "num_clicks": args.num_clicks}
     print(report(curves, out, meta, table_clicks=cfg.env.max_clicks))
     print(f"\nresults written to {out}")

@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _without_resume(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "run.resume"}
+    return {k: v for k, v in config.items() if k not in ("run.resume", "run.overwrite")}
 
 
 def _flat(cfg: TrainConfig) -> dict:
@@ -63,6 +63,10 @@ def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
     last = folder / "last.pt"
     if run.run.resume is None and last.is_file():
         run = run.replace(resume=str(last))
+    elif run.run.resume is None and saved.is_file():
+        # An attempt of this very config that stopped before its first checkpoint: nothing
+        # to continue, so start it over (its partial log would otherwise refuse the folder).
+        run = run.replace(overwrite=True)
     return run
 
 

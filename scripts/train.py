@@ -11,9 +11,22 @@ import sys
 from pathlib import Path
 
 from ppo import distributed as dist_utils
+from ppo.checkpoint import CheckpointError
 from ppo.config import TrainConfig
 from ppo.evaluate import evaluate_agent, report
+from ppo.factory import DeviceError
+from ppo.resume import ResumeError
+from ppo.run_dir import RunFolderError
 from ppo.train import Trainer
+from sam_batch.atomic_io import DiskFullError
+
+USER_ERRORS = (RunFolderError, ResumeError, CheckpointError, DiskFullError, DeviceError)
+"""Errors whose message says what to do: printed without a traceback, exit status 1."""
+
+
+def user_message(err: BaseException) -> str:
+    """The message alone (an ``OSError``'s without its ``[Errno N]`` prefix)."""
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
 def train_and_evaluate(cfg: TrainConfig) -> Path | None:
@@ -22,33 +35,47 @@ def train_and_evaluate(cfg: TrainConfig) -> Path | None:
     trainer = Trainer(cfg)
     eval_dir = None
     try:
-        trainer.run()
+        with trainer.claim_folder():  # the lock covers training and the evaluation after it
+            trainer.run()
+            if trainer.ctx.rank == 0:
+                eval_dir = evaluate_run(trainer)
     except BaseException as err:
         dist_utils.abort_all(trainer.ctx, str(err))
         raise
-    if trainer.ctx.rank == 0:
-        curves = evaluate_agent(trainer.envs.eval_env, trainer.envs.eval_data, trainer.policy,
-                                num_clicks=cfg.run.eval_clicks, seed=cfg.run.seed, progress=cfg.run.progress)
-        meta = {"config": cfg.to_dict(), "checkpoint": str(trainer.keeper.last),
-                "training": trainer.last_logged, "mask_prior": trainer.prior_stats,
-                "eval_split": cfg.data.eval_split,
-                "eval_images": len(trainer.envs.eval_data)}
-        eval_dir = trainer.run_dir / "eval"
-        text = report(curves, eval_dir, meta, table_clicks=cfg.env.max_clicks)
-        if trainer.prior_stats:
-            print(f"mask prior (also the learned clicker's network): "
-                  f"{trainer.prior_stats['prior_steps']} supervised steps on "
-                  f"{len(trainer.envs.train_data)} {cfg.data.train_split} images in "
-                  f"{trainer.prior_stats['prior_seconds']:.0f} s\n")
-        print(text)
-        print(f"\nresults: {eval_dir} (results.json, results.csv, "
-              f"dice_vs_clicks.png); checkpoints: {trainer.run_dir}")
     dist_utils.shutdown(trainer.ctx)
     return eval_dir
 
 
+def evaluate_run(trainer: Trainer) -> Path:
+    """The trained agent beside the baselines on the held-out split: the table is printed and
+    written to ``<run>/eval``, whose path is returned."""
+    cfg = trainer.cfg
+    curves = evaluate_agent(trainer.envs.eval_env, trainer.envs.eval_data, trainer.policy,
+                            num_clicks=cfg.run.eval_clicks, seed=cfg.run.seed,
+                            progress=cfg.run.progress)
+    meta = {"config": cfg.to_dict(), "checkpoint": str(trainer.keeper.last),
+            "training": trainer.last_logged, "mask_prior": trainer.prior_stats,
+            "eval_split": cfg.data.eval_split,
+            "eval_images": len(trainer.envs.eval_data)}
+    eval_dir = trainer.run_dir / "eval"
+    text = report(curves, eval_dir, meta, table_clicks=cfg.env.max_clicks)
+    if trainer.prior_stats:
+        print(f"mask prior (also the learned clicker's network): "
+              f"{trainer.prior_stats['prior_steps']} supervised steps on "
+              f"{len(trainer.envs.train_data)} {cfg.data.train_split} images in "
+              f"{trainer.prior_stats['prior_seconds']:.0f} s\n")
+    print(text)
+    print(f"\nresults: {eval_dir} (results.json, results.csv, "
+          f"dice_vs_clicks.png); checkpoints: {trainer.run_dir}")
+    return eval_dir
+
+
 def main(argv: list[str] | None = None) -> int:
-    train_and_evaluate(TrainConfig.from_cli(argv, description=__doc__))
+    cfg = TrainConfig.from_cli(argv, description=__doc__)
+    try:
+        train_and_evaluate(cfg)
+    except USER_ERRORS as err:
+        raise SystemExit(f"scripts.train: error: {user_message(err)}") from err
     return 0
 
 
