@@ -9,13 +9,22 @@ Layout of a finished cache ``<dir>/``::
     high_res_1.npy     [N, 64, 128, 128]
     done.npy           [N] bool, all true
 
+``meta.json`` also records each level file's size in bytes and a CRC-32 per image row
+(``files``); loading checks both and names a damaged file with the images it damages, and
+re-running the encoding over a damaged cache re-encodes only those images, in place (see
+``sam_batch.cache_files``). Caches written before checksums existed still load (sizes and
+headers are checked; a log line says checksums are absent) and re-running the encoding over one
+records its checksums without re-encoding.
+
 Features are half precision: float16 is stored as ``float16``; bfloat16 as its ``uint16`` bit
 pattern (numpy has no bfloat16), the logical dtype being recorded in ``meta.json``. Nothing is
 pickled: arrays are plain ``.npy`` read with ``allow_pickle=False``.
 
-Writing is resumable and atomic: everything goes to ``<dir>.partial/``; after each batch the
-feature memmaps are flushed *before* the per-image ``done.npy`` mask is replaced, so a crash
-leaves at worst a finished batch not marked done. A finished ``.partial`` is renamed onto
+Writing is resumable and atomic: everything goes to ``<dir>.partial/``, whose level files are
+created at full size up front (a disk too small fails before any encoding) and filled with
+ordinary ``pwrite`` calls, never a writable memory map (a full disk is a ``DiskFullError``
+naming the file, not a ``SIGBUS``). After each batch the rows are fsynced *before* the per-image
+``done.npy`` mask is replaced, so a crash leaves at worst a finished batch not marked done. A finished ``.partial`` is renamed onto
 ``<dir>`` (an existing ``<dir>`` is renamed away first and deleted last). Only a directory whose
 ``meta.json`` says ``complete`` and whose name is not ``*.partial`` loads.
 """
@@ -37,7 +46,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sam_batch.atomic_io import atomic_write
+from sam_batch.atomic_io import DiskFullError, atomic_write
+from sam_batch.cache_files import (CacheError, FileDamage, NpyLayout, RowWriter, create_row_file,
+                                   header_bytes, npy_layout, read_rows, row_crc32, scan_rows)
 from sam_batch.encoder import SAM2Features, encode_batch, feature_shapes, preprocess
 
 __all__ = [
@@ -48,6 +59,7 @@ __all__ = [
     "CacheMismatchError",
     "FeatureCache",
     "encode_to_cache",
+    "find_damage",
     "load_cache",
     "partial_dir",
     "size_report",
@@ -62,10 +74,6 @@ _DTYPES: dict[torch.dtype, tuple[str, str]] = {
     torch.bfloat16: ("bfloat16", "uint16"),
 }
 _TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class CacheError(ValueError):
-    """A feature cache is missing, incomplete or corrupt (the message says what to do)."""
 
 
 class CacheMismatchError(CacheError):
@@ -93,6 +101,13 @@ class CacheMeta:
     complete: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form provenance (dataset name, split…)."""
+    files: dict[str, dict[str, Any]] | None = None
+    """Per level file: ``{"bytes": size, "row_crc32": [CRC-32 of each image's row]}``; ``None``
+    in caches written before checksums were recorded."""
+    batch_size: int | None = None
+    """Images per encoder forward when the cache was written. The encoder's float results
+    depend on which images share a batch, so a repair re-encodes a damaged image inside the
+    same aligned batch ``[i // b * b, ...)`` to write back bit-identical features."""
 
     def __getitem__(self, key: str) -> Any:
         """Dict-style read access (``meta["image_ids"]``), as the parsed ``meta.json``."""
@@ -200,40 +215,193 @@ def _same_job(a: CacheMeta, b: CacheMeta) -> bool:
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
-def _open_partial(part: Path, meta: CacheMeta) -> tuple[dict[str, np.memmap], np.ndarray, np.ndarray]:
-    """Memmaps, done mask and original sizes of ``part``: resumed when it holds the same job,
-    otherwise (re)created from scratch."""
+def _repair_hint(d: Path) -> str:
+    return (f"re-run `python -m scripts.embed` with the arguments that built {d.name}: it "
+            "re-encodes only the damaged images (or delete the cache and build it again)")
+
+
+def _level_shape(meta: CacheMeta, k: str) -> tuple[int, ...]:
+    return (meta.num_images, *meta.shapes[k])
+
+
+def _open_partial(part: Path, meta: CacheMeta) -> tuple[dict[str, RowWriter], np.ndarray, np.ndarray, np.ndarray]:
+    """Row writers, done mask, original sizes and row CRCs ``[N, levels]`` of ``part``: resumed
+    when it holds the same job, otherwise (re)created from scratch."""
     n = meta.num_images
+    dtype = np.dtype(meta.storage_dtype)
     if part.is_dir():
         try:
             old = _read_meta(part)
             if not _same_job(old, meta):
                 raise CacheError("different job")
-            maps = {k: np.lib.format.open_memmap(part / f"{k}.npy", mode="r+") for k in LEVELS}
-            for k in LEVELS:
-                if maps[k].shape != (n, *meta.shapes[k]) or maps[k].dtype != np.dtype(meta.storage_dtype):
-                    raise CacheError(f"{k}.npy has the wrong shape/dtype")
+            layouts = {k: npy_layout(part / f"{k}.npy", _level_shape(meta, k), dtype, what="")
+                       for k in LEVELS}
             done = np.load(part / "done.npy", allow_pickle=False)
             sizes = np.load(part / "sizes.npy", allow_pickle=False)
             if done.shape != (n,) or done.dtype != np.bool_ or sizes.shape != (n, 2):
                 raise CacheError("done.npy/sizes.npy have the wrong shape")
+            crc_f = part / "checksums.npy"
+            if crc_f.is_file():
+                crcs = np.load(crc_f, allow_pickle=False)
+                if crcs.shape != (n, len(LEVELS)) or crcs.dtype != np.uint32:
+                    raise CacheError("checksums.npy has the wrong shape")
+            else:  # a partial cache from before checksums: checksum what is marked done
+                crcs = np.zeros((n, len(LEVELS)), np.uint32)
+                rows = np.flatnonzero(done)
+                for j, k in enumerate(LEVELS):
+                    if rows.size:
+                        crcs[rows, j] = row_crc32(read_rows(part / f"{k}.npy", layouts[k])[rows])
             log.info("resuming %s: %d of %d images already encoded", part, int(done.sum()), n)
-            return maps, done.copy(), sizes.copy()
+            writers = {k: RowWriter(part / f"{k}.npy", layouts[k]) for k in LEVELS}
+            return writers, done.copy(), sizes.copy(), crcs.copy()
         except (CacheError, OSError, ValueError) as e:
             log.warning("discarding unusable partial cache %s (%s); starting over", part, e)
             shutil.rmtree(part)
     part.mkdir(parents=True)
     _write_text_atomic(part / "meta.json", meta.to_json())
-    maps = {
-        k: np.lib.format.open_memmap(part / f"{k}.npy", mode="w+", dtype=np.dtype(meta.storage_dtype),
-                                     shape=(n, *meta.shapes[k]))
-        for k in LEVELS
-    }
+    writers = {}
+    for k in LEVELS:
+        shape = _level_shape(meta, k)
+        create_row_file(part / f"{k}.npy", shape, dtype)
+        writers[k] = RowWriter(part / f"{k}.npy", NpyLayout(len(header_bytes(shape, dtype)), shape, dtype))
     done = np.zeros(n, dtype=np.bool_)
     sizes = np.zeros((n, 2), dtype=np.int64)
+    crcs = np.zeros((n, len(LEVELS)), np.uint32)
     _save_npy_atomic(part / "sizes.npy", sizes)
+    _save_npy_atomic(part / "checksums.npy", crcs)
     _save_npy_atomic(part / "done.npy", done)
-    return maps, done, sizes
+    return writers, done, sizes, crcs
+
+
+def _file_records(meta: CacheMeta, crcs: np.ndarray) -> dict[str, dict[str, Any]]:
+    dtype = np.dtype(meta.storage_dtype)
+    out = {}
+    for j, k in enumerate(LEVELS):
+        shape = _level_shape(meta, k)
+        out[f"{k}.npy"] = {"bytes": NpyLayout(len(header_bytes(shape, dtype)), shape, dtype).nbytes,
+                           "row_crc32": [int(c) for c in crcs[:, j]]}
+    return out
+
+
+def find_damage(path: str | Path, meta: CacheMeta | None = None) -> dict[str, FileDamage]:
+    """Check every level file of the finished cache at ``path`` against ``meta.json``: header,
+    size and (when recorded) each image row's CRC-32. Returns ``{level: FileDamage}`` for the
+    damaged files only (empty when the cache is sound). Reads every byte once."""
+    d = Path(path)
+    meta = _read_meta(d) if meta is None else meta
+    dtype = np.dtype(meta.storage_dtype)
+    out = {}
+    for k in LEVELS:
+        f = d / f"{k}.npy"
+        rec = (meta.files or {}).get(f.name)
+        try:
+            layout = npy_layout(f, _level_shape(meta, k), dtype, what="")
+        except CacheError as e:
+            out[k] = FileDamage(str(e).rstrip("; "), np.arange(meta.num_images), rebuild=True)
+            continue
+        if rec is None:
+            continue
+        if rec["bytes"] != layout.nbytes:
+            out[k] = FileDamage(f"{f} is {layout.nbytes} bytes, meta.json recorded {rec['bytes']}",
+                                np.arange(meta.num_images), rebuild=True)
+            continue
+        bad = scan_rows(f, layout, np.asarray(rec["row_crc32"], np.uint32))
+        if bad.size:
+            out[k] = FileDamage(f"{f}: {bad.size} image row(s) fail their CRC-32 check", bad)
+    return out
+
+
+def _truncated_layout(f: Path, shape: tuple[int, ...], dtype: np.dtype) -> NpyLayout | None:
+    """The layout of ``f`` when its header is right and only its size is off (truncated or
+    padded): its intact leading rows can be kept."""
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(len(header_bytes(shape, dtype)))
+    except OSError:
+        return None
+    want = header_bytes(shape, dtype)
+    return NpyLayout(len(want), shape, dtype) if head == want else None
+
+
+def _repair(model: torch.nn.Module, load: Callable[[int], np.ndarray], out_dir: Path, meta: CacheMeta,
+            damage: dict[str, FileDamage], batch_size: int, dtype: torch.dtype, progress: bool,
+            on_batch: Callable[[int, list[int]], None] | None) -> CacheMeta:
+    """Re-encode, in place, only the images that ``damage`` lists, and rewrite only the damaged
+    files' rows. Sound files are never written. A crash midway leaves rows that fail their
+    CRC, so the next run repairs them again."""
+    from tqdm.auto import tqdm
+
+    sdtype = np.dtype(meta.storage_dtype)
+    crcs = np.stack([np.asarray(meta.files[f"{k}.npy"]["row_crc32"], np.uint32) for k in LEVELS], 1)
+    writers: dict[str, RowWriter] = {}
+    for k, dmg in damage.items():
+        f = out_dir / f"{k}.npy"
+        shape = _level_shape(meta, k)
+        layout = _truncated_layout(f, shape, sdtype) if dmg.rebuild else None
+        if layout is not None:  # keep the intact rows of a truncated file; extend it
+            try:
+                with open(f, "r+b") as fh:
+                    fh.truncate(layout.nbytes)
+            except OSError as e:
+                raise DiskFullError(e.errno, f"no space left to extend {f}: {e}") from e
+            dmg.rows = scan_rows(f, layout, crcs[:, LEVELS.index(k)])
+        elif dmg.rebuild:
+            create_row_file(f, shape, sdtype)
+            layout = NpyLayout(len(header_bytes(shape, sdtype)), shape, sdtype)
+        else:
+            layout = npy_layout(f, shape, sdtype, what="")
+        writers[k] = RowWriter(f, layout)
+    bad = {k: set(d.rows.tolist()) for k, d in damage.items()}
+    bs = meta.batch_size or batch_size
+    chunks = sorted({i // bs for rows in bad.values() for i in rows})
+    batches = [list(range(c * bs, min((c + 1) * bs, meta.num_images))) for c in chunks]
+    device = next(model.parameters()).device
+    bar = tqdm(total=sum(map(len, batches)), desc=f"repairing {out_dir.name}", unit="img",
+               disable=not progress)
+    try:
+        for b, idx in enumerate(batches):
+            # The whole aligned batch is encoded (features depend on batch mates); only the
+            # damaged rows are written.
+            feats = encode_batch(model, torch.stack([preprocess(load(i), meta.image_size) for i in idx]).to(device))
+            for k, t in zip(LEVELS, feats):
+                rows = [i for i in idx if i in bad.get(k, ())]
+                if not rows:
+                    continue
+                arr = _to_storage(t, dtype)[[idx.index(i) for i in rows]]
+                if not np.array_equal(row_crc32(arr), crcs[rows, LEVELS.index(k)]):
+                    log.warning("re-encoded rows of %s.npy differ from their recorded checksums "
+                                "(another device or library version?); recording the new ones", k)
+                    crcs[rows, LEVELS.index(k)] = row_crc32(arr)
+                writers[k].write(rows, arr)
+            bar.update(len(idx))
+            if on_batch is not None:
+                on_batch(b, list(idx))
+        for w in writers.values():
+            w.sync()
+    finally:
+        bar.close()
+        for w in writers.values():
+            w.close()
+    meta.files = _file_records(meta, crcs)
+    _write_text_atomic(out_dir / "meta.json", meta.to_json())
+    return meta
+
+
+def _add_checksums(out_dir: Path, meta: CacheMeta) -> CacheMeta:
+    """Record the size and row CRCs of a cache written before checksums existed (its files
+    passed the header and size checks; their current bytes are trusted)."""
+    sdtype = np.dtype(meta.storage_dtype)
+    crcs = np.zeros((meta.num_images, len(LEVELS)), np.uint32)
+    for j, k in enumerate(LEVELS):
+        layout = npy_layout(out_dir / f"{k}.npy", _level_shape(meta, k), sdtype, what="")
+        a = read_rows(out_dir / f"{k}.npy", layout)
+        for s in range(0, meta.num_images, 16):
+            crcs[s : s + 16, j] = row_crc32(a[s : s + 16])
+        del a
+    meta.files = _file_records(meta, crcs)
+    _write_text_atomic(out_dir / "meta.json", meta.to_json())
+    log.info("%s: recorded the checksums of a cache written without them", out_dir)
+    return meta
 
 
 def _swap_in(part: Path, out_dir: Path) -> None:
@@ -281,7 +449,12 @@ def encode_to_cache(
       on_batch: called as ``on_batch(batch_number, indices)`` after each batch is on disk.
       extra_meta: free-form provenance stored in ``meta.json``.
       overwrite: re-encode even when ``out_dir`` already holds a complete cache of the same job
-        (same ids, model, dtype); by default that cache is kept and its metadata returned.
+        (same ids, model, dtype); by default that cache is verified (see :func:`find_damage`),
+        only its damaged images are re-encoded, in place, and its metadata returned.
+
+    Raises:
+      DiskFullError: the disk filled up; the message names the file, says that the previous
+        cache at ``out_dir`` (if any) is untouched, and that re-running resumes the work.
 
     Returns the metadata of the finished cache.
     """
@@ -320,9 +493,49 @@ def encode_to_cache(
         except CacheError:
             old = None
         if old is not None and old.complete and _same_job(old, meta):
-            log.info("%s already holds this cache; nothing to do (overwrite=True re-encodes)", out_dir)
-            return old
-    maps, done, sizes = _open_partial(part, meta)
+            damage = find_damage(out_dir, old)
+            if not damage:
+                if old.files is None:
+                    return _with_disk_note(lambda: _add_checksums(out_dir, old), out_dir, part)
+                log.info("%s already holds this cache and it is sound; nothing to do "
+                         "(overwrite=True re-encodes)", out_dir)
+                return old
+            for k, dmg in damage.items():
+                log.warning("%s: re-encoding %d image(s): %s", out_dir, dmg.rows.size, dmg.reason)
+            if old.files is None:  # no checksums to tell good rows from bad: rebuild it all
+                log.warning("%s has no checksums (written by an older version); re-encoding "
+                            "every image", out_dir)
+            else:
+                return _with_disk_note(
+                    lambda: _repair(model, load, out_dir, old, damage, batch_size, dtype, progress,
+                                    on_batch), out_dir, part, repairing=True)
+    return _with_disk_note(lambda: _encode_partial(model, load, ids, out_dir, part, meta, original_sizes,
+                                                   batch_size, dtype, progress, on_batch), out_dir, part)
+
+
+def _with_disk_note(work: Callable[[], CacheMeta], out_dir: Path, part: Path,
+                    repairing: bool = False) -> CacheMeta:
+    """Run ``work``; a full disk becomes a :class:`DiskFullError` that also says what happened
+    to the cache and how to go on."""
+    try:
+        return work()
+    except DiskFullError as e:
+        state = (f"the damaged rows of {out_dir} are still damaged and the sound ones untouched"
+                 if repairing else
+                 f"the previous cache at {out_dir}, if any, is intact; the work done so far is "
+                 f"kept in {part}")
+        raise DiskFullError(e.errno, f"{e.strerror} While encoding the feature cache: {state}. "
+                                     "Re-running the same command resumes.") from e
+
+
+def _encode_partial(model: torch.nn.Module, load: Callable[[int], np.ndarray], ids: list[str], out_dir: Path,
+                    part: Path, meta: CacheMeta, original_sizes: Sequence[tuple[int, int]] | None,
+                    batch_size: int, dtype: torch.dtype, progress: bool,
+                    on_batch: Callable[[int, list[int]], None] | None) -> CacheMeta:
+    from tqdm.auto import tqdm
+
+    n = meta.num_images
+    maps, done, sizes, crcs = _open_partial(part, meta)
     device = next(model.parameters()).device
     todo = np.flatnonzero(~done).tolist()
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -339,21 +552,28 @@ def encode_to_cache(
                 sizes[i] = img.shape[:2]
                 inputs.append(preprocess(img, meta.image_size))
             feats = encode_batch(model, torch.stack(inputs).to(device))
-            for k, t in zip(LEVELS, feats):
-                maps[k][idx] = _to_storage(t, dtype)
-                maps[k].flush()
+            for j, (k, t) in enumerate(zip(LEVELS, feats)):
+                arr = _to_storage(t, dtype)
+                maps[k].write(idx, arr)
+                crcs[idx, j] = row_crc32(arr)
+            for w in maps.values():
+                w.sync()
             # Features are on disk before the mask says so: a crash never marks garbage done.
             done[idx] = True
             _save_npy_atomic(part / "sizes.npy", sizes)
+            _save_npy_atomic(part / "checksums.npy", crcs)
             _save_npy_atomic(part / "done.npy", done)
             bar.update(len(idx))
             if on_batch is not None:
                 on_batch(b, list(idx))
     finally:
         bar.close()
-        del maps
+        for w in maps.values():
+            w.close()
 
     meta.original_sizes = sizes.tolist()
+    meta.files = _file_records(meta, crcs)
+    meta.batch_size = batch_size
     meta.complete = True
     _write_text_atomic(part / "meta.json", meta.to_json())
     _swap_in(part, out_dir)
@@ -374,6 +594,7 @@ def load_cache(
     expect_image_size: int | None = None,
     chunk: int = 64,
     indices: Sequence[int] | None = None,
+    verify: bool = True,
 ) -> FeatureCache:
     """Load a finished cache onto ``device`` (copied in chunks of ``chunk`` images, so host
     memory stays bounded), refusing incomplete caches and, when asked, caches built with
@@ -382,7 +603,11 @@ def load_cache(
     ``indices``: load only these images, in this order (e.g. one process's shard of a
     multi-process run). The ``.npy`` files are memory-mapped, so only those images' rows are
     read from disk and only they reach ``device``; the returned ``meta`` then describes the
-    subset (its ``num_images``, ``image_ids`` and ``original_sizes``)."""
+    subset (its ``num_images``, ``image_ids`` and ``original_sizes``).
+
+    Every level file's header and size are checked before it is mapped, and (``verify``, the
+    default) each loaded image row's CRC-32 against ``meta.json`` as it is copied (~2 GB/s);
+    a damaged file raises :class:`CacheError` naming it and the damaged images."""
     d = Path(path)
     if d.name.endswith(".partial"):
         raise CacheError(f"{d} is an unfinished cache (.partial); re-run the encoding to finish it")
@@ -408,27 +633,56 @@ def load_cache(
         raise CacheError(f"{d} has images not marked done in done.npy; rebuild the cache")
     rows = _check_indices(indices, meta.num_images, d)
     dtype = _TORCH_DTYPES[meta.dtype]
-    out = []
+    hint = _repair_hint(d)
+    layouts, problems = {}, []
     for k in LEVELS:
         f = d / f"{k}.npy"
-        if not f.is_file():
-            raise CacheError(f"{d} is missing {f.name}; rebuild the cache")
-        a = np.load(f, mmap_mode="r", allow_pickle=False)
-        if a.shape != (meta.num_images, *meta.shapes[k]) or a.dtype != np.dtype(meta.storage_dtype):
-            raise CacheError(f"{f} has shape {a.shape} {a.dtype}, meta.json says "
-                             f"{(meta.num_images, *meta.shapes[k])} {meta.storage_dtype}; rebuild the cache")
+        try:
+            layouts[k] = npy_layout(f, _level_shape(meta, k), np.dtype(meta.storage_dtype), what=hint)
+        except CacheError as e:
+            problems.append(str(e))
+            continue
+        rec = (meta.files or {}).get(f.name)
+        if rec is not None and rec["bytes"] != layouts[k].nbytes:
+            problems.append(f"{f} is {layouts[k].nbytes} bytes, meta.json recorded {rec['bytes']}; {hint}")
+    if problems:
+        raise CacheError(f"feature cache {d} is damaged:\n  " + "\n  ".join(problems))
+    if meta.files is None:
+        log.warning("%s has no checksums (written by an older version): only sizes and headers "
+                    "were checked. Re-run `python -m scripts.embed` over it to record them.", d)
+    out, bad_rows = [], {}
+    for k in LEVELS:
+        f = d / f"{k}.npy"
+        a = read_rows(f, layouts[k])
         n = a.shape[0] if rows is None else len(rows)
+        want = None
+        if verify and meta.files is not None:
+            want = np.asarray(meta.files[f.name]["row_crc32"], np.uint32)
         t = torch.empty((n, *a.shape[1:]), dtype=dtype, device=device)
         for s in range(0, n, chunk):
             # Fancy indexing a memmap reads just the listed images' rows from disk.
-            part = a[s : s + chunk] if rows is None else a[rows[s : s + chunk]]
+            sel = np.arange(s, min(s + chunk, n)) if rows is None else rows[s : s + chunk]
+            part = a[s : s + chunk] if rows is None else a[sel]
+            if want is not None:
+                bad = sel[row_crc32(part) != want[sel]]
+                if bad.size:
+                    bad_rows.setdefault(f.name, []).extend(bad.tolist())
             t[s : s + chunk].copy_(_from_storage(part, dtype))
         out.append(t)
         del a
+    if bad_rows:
+        lines = [f"{d / name}: image(s) {_name_rows(meta, r)} fail their CRC-32 check"
+                 for name, r in bad_rows.items()]
+        raise CacheError(f"feature cache {d} is damaged:\n  " + "\n  ".join(lines) + f"\n{hint}")
     if rows is not None:
         meta = replace(meta, num_images=len(rows), image_ids=[meta.image_ids[i] for i in rows],
                        original_sizes=[meta.original_sizes[i] for i in rows])
     return FeatureCache(out[0], out[1], out[2], meta)
+
+
+def _name_rows(meta: CacheMeta, rows: list[int], most: int = 5) -> str:
+    names = ", ".join(repr(meta.image_ids[i]) for i in rows[:most])
+    return names + (f" and {len(rows) - most} more" if len(rows) > most else "")
 
 
 def _check_indices(indices: Sequence[int] | None, n: int, d: Path) -> np.ndarray | None:
