@@ -20,6 +20,8 @@ from typing import Any, Literal
 import torch
 import tyro
 
+from ppo.factory import resolve_device
+from sam_batch.atomic_io import DiskFullError
 from sam_batch.cache import CacheMeta, encode_to_cache, size_report
 from sam_batch.model import build_sam, checkpoint_fingerprint, resolve_config
 
@@ -61,12 +63,6 @@ class EmbedConfig:
     """Show a progress bar."""
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def default_out(cfg: EmbedConfig) -> Path:
     """``caches/<dataset>-<split>__<config>`` with path-unsafe characters replaced."""
     name = cfg.dataset.split(":", 1)[0] if ":" in cfg.dataset else Path(cfg.dataset).name or "dataset"
@@ -93,15 +89,17 @@ def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size {cfg.batch_size} must be >= 1")
     config_name, _ = resolve_config(cfg.config)
+    device = resolve_device(cfg.device)  # before any work: `--device cuda` without CUDA says so
     if cfg.checkpoint is None:
         msg = (f"NO --checkpoint GIVEN: encoding with RANDOM {config_name} weights (seed {cfg.seed}). "
                "The features are meaningless for segmentation; use this only for tests/benchmarks.")
         warnings.warn(msg, stacklevel=2)
         print(f"\n{'!' * 100}\n{msg}\n{'!' * 100}\n", file=sys.stderr)
     data = dataset if dataset is not None else _load_dataset(cfg)
-    device = _device(cfg.device)
-    model = build_sam(config_name, cfg.checkpoint, device=device, seed=cfg.seed, image_size=cfg.image_size)
-    fingerprint = checkpoint_fingerprint(cfg.checkpoint, config_name, cfg.seed, cfg.image_size)
+    # The config as given (a name or a yaml path): resolve_config is the one resolver, and the
+    # cache records its canonical name (a yaml path's stem).
+    model = build_sam(cfg.config, cfg.checkpoint, device=device, seed=cfg.seed, image_size=cfg.image_size)
+    fingerprint = checkpoint_fingerprint(cfg.checkpoint, cfg.config, cfg.seed, cfg.image_size)
     out = cfg.out if cfg.out is not None else default_out(cfg)
     resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
     resolved["out"] = str(out)
@@ -125,7 +123,11 @@ def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta
 
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(EmbedConfig, args=argv, description=__doc__)
-    out, meta = embed(cfg)
+    try:
+        out, meta = embed(cfg)
+    except (ValueError, DiskFullError) as e:  # CacheError, SAM2LoadError, bad flags: say it plainly
+        print(f"embed: error: {e}", file=sys.stderr)
+        return 2
     print(f"feature cache: {out}")
     print(f"size: {size_report(meta)}")
     return 0

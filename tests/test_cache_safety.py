@@ -210,3 +210,53 @@ def test_full_disk_while_saving_done_mask(tmp_path: Path, model, images, monkeyp
     encode_to_cache(model, images, IDS, tmp_path / "c", config_name=TINY_CONFIG, fingerprint=FP,
                     progress=False, batch_size=1)  # resumes
     load_cache(tmp_path / "c")
+
+
+# --------------------------------------------------------------------------------------------
+# scripts.embed
+# --------------------------------------------------------------------------------------------
+
+
+def _embed_args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--dataset", "synthetic", "--count", "2", "--image-size", str(SIZE), "--device", "cpu",
+            "--out", str(tmp_path / "syn"), "--no-progress", *extra]
+
+
+def test_embed_accepts_a_config_yaml_path(tmp_path: Path) -> None:
+    from sam_batch.model import resolve_config
+    from scripts.embed import main
+
+    _, shipped = resolve_config("t")
+    mine = tmp_path / "my_tiny.yaml"
+    shutil.copy(shipped, mine)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert main(_embed_args(tmp_path, "--config", str(mine))) == 0
+    cache = load_cache(tmp_path / "syn", expect_config="my_tiny")
+    assert cache.num_images == 2 and cache.meta.fingerprint == f"random:my_tiny:0:{SIZE}"
+
+
+def test_embed_cuda_without_cuda_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    from scripts.embed import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = _embed_args(tmp_path, "--config", "t")
+    args[args.index("--device") + 1] = "cuda"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "--device cpu" in err
+    assert not (tmp_path / "syn").exists()
+
+
+def test_embed_rerun_repairs_damaged_cache(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from scripts.embed import main
+
+    args = _embed_args(tmp_path, "--config", "t")
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert main(args) == 0
+    good = {p.name: p.read_bytes() for p in (tmp_path / "syn").iterdir()}
+    f = tmp_path / "syn" / "high_res_0.npy"
+    f.write_bytes(good["high_res_0.npy"][:-100])  # e.g. a copy to another node cut short
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert main(args) == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "syn").iterdir()} == good
