@@ -8,6 +8,7 @@ import torch
 
 from gpu_env.datasets import SegDataset, is_synthetic, load_dataset
 from gpu_env.datasets.augment import augment
+from gpu_env.datasets.splits import check_disjoint, first_images
 from gpu_env.env import ClickEnv
 from gpu_env.datasets.config import DataConfig
 from ppo.config import TrainConfig
@@ -58,13 +59,19 @@ def load_split(data: DataConfig, split: str, count: int) -> SegDataset:
 
 
 def split_env(cfg: TrainConfig, split: str, count: int, device: torch.device,
-              shard: tuple[int, int] | None = None) -> tuple[ClickEnv, SegDataset]:
+              shard: tuple[int, int] | None = None, *, first: bool = False,
+              disjoint_from: SegDataset | None = None) -> tuple[ClickEnv, SegDataset]:
     """The env over one split (``shard = (rank, world_size)``: only that rank's images) and its
-    dataset."""
+    dataset. ``first``: keep only the first ``count`` images (a folder split holds more than
+    asked for; ``count < 1`` is refused). ``disjoint_from``: refuse a split sharing images with
+    that one (checked on the whole split, before sharding)."""
     data = load_split(cfg.data, split, count)
-    indices = None
+    if disjoint_from is not None:
+        check_disjoint(data, disjoint_from)
+    indices = first_images(data, count) if first else None
     if shard is not None:
         indices = shard_indices(len(data), *shard)
+    if indices is not None:
         data = data.subset(indices)
     segmenter = build_segmenter(cfg.segmenter, data.images, device, image_ids=data.ids,
                                 split=split, indices=indices)
@@ -89,9 +96,11 @@ def build_envs(cfg: TrainConfig, device: torch.device, train: bool = True, *, ra
     """
     held = eval_env = None
     if held_out or not train:
-        eval_env, held = split_env(cfg, cfg.data.eval_split, cfg.data.eval_images, device)
+        eval_env, held = split_env(cfg, cfg.data.eval_split, cfg.data.eval_images, device,
+                                   first=True)
     if not train:
         return RunEnvs(None, eval_env, None, held)
     shard = (rank, world_size) if cfg.data.shard_data and world_size > 1 else None
-    train_env, data = split_env(cfg, cfg.data.train_split, cfg.data.train_images, device, shard)
+    train_env, data = split_env(cfg, cfg.data.train_split, cfg.data.train_images, device, shard,
+                                disjoint_from=held)
     return RunEnvs(train_env, eval_env, data, held)

@@ -2,12 +2,18 @@
 
 Conventions fixed here (and documented in the errors they raise):
 
-* Images are read with Pillow and converted to 8-bit RGB (greyscale/palette/RGBA are converted;
-  16-bit greyscale is scaled by ``>> 8``).
+* Images are read with Pillow and converted to 8-bit RGB (greyscale/palette/RGBA are converted).
+  16-bit greyscale is scaled by ``>> 8``, except that one whose maximum is at most 4095 is read
+  as a 12-bit image stored in 16 bits (the usual depth of medical and scientific sensors) and
+  scaled by ``>> 4``, with a warning naming the file: scaling it as 16-bit would leave it nearly
+  black, while a genuine 16-bit image that never exceeds 1/16 of its range is implausible.
 * Masks are reduced to one grey channel: the max over the colour channels (so a red or white
-  mask on black both work). A mask whose values are all in ``{0, 1}`` is a label image
-  (``1`` = foreground). Otherwise it is thresholded at 128 (``>= 128`` is foreground) after
-  scaling to 8 bits.
+  mask on black both work). A mask with an alpha channel is composited over black (colour
+  times alpha), and one whose colour channels are uniform is read from its alpha channel alone
+  (a mask drawn only in transparency). A mask whose values are all in ``{0, 1}`` is a label
+  image (``1`` = foreground). Otherwise it is thresholded at 128 (``>= 128`` is foreground)
+  after scaling to 8 bits; a 16-bit mask whose values stay within ``[0, 255]`` is already on
+  the 8-bit scale (a 0/255 mask saved in 16 bits), a wider one is scaled by ``>> 8``.
 * Binary-like rule: lossy (JPEG) masks have mid-grey values only along their edges. A mask is
   rejected when more than ``MAX_AMBIGUOUS_FRACTION`` (5 %) of its pixels are *ambiguous*, i.e.
   more than ``AMBIGUOUS_MARGIN`` (64) grey levels away from both 0 and 255 -- that is a grey
@@ -20,6 +26,7 @@ Conventions fixed here (and documented in the errors they raise):
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -29,6 +36,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+TWELVE_BIT_MAX = 4095
+"""A 16-bit greyscale image whose maximum is at most this is read as 12-bit."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 """File name endings read as images or masks (case-insensitive)."""
 MASK_THRESHOLD = 128
@@ -56,9 +65,8 @@ def read_image(path: str | Path) -> np.ndarray:
     """``H x W x 3`` uint8 RGB of the image file at ``path``."""
     path = Path(path)
     img = _open(path)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = (np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=-1)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N") or (img.mode == "I" and _fits_16(img)):
+        return np.repeat(_sixteen_to_8(np.asarray(img).astype(np.uint16), path)[..., None], 3, axis=-1)
     if img.mode in ("I", "F"):
         raise DatasetError(
             f"{path}: image mode {img.mode!r} (32-bit integer/float) is not supported; "
@@ -67,8 +75,35 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
+def _fits_16(img: Image.Image) -> bool:
+    """Pillow opens some 16-bit PNGs as 32-bit mode ``I``; those hold values in ``[0, 65535]``."""
+    lo, hi = img.getextrema()
+    return 0 <= lo and hi <= 0xFFFF
+
+
+def _sixteen_to_8(arr: np.ndarray, path: Path) -> np.ndarray:
+    """8-bit grey of a 16-bit grey image (12-bit content detected; see the module docstring)."""
+    if arr.size and int(arr.max()) <= TWELVE_BIT_MAX:
+        warnings.warn(
+            f"{path}: 16-bit image with maximum {int(arr.max())} <= {TWELVE_BIT_MAX}: read as "
+            "12-bit (scaled by 1/16 to 8 bits, not 1/256). Re-save it as 8-bit if that is wrong.",
+            stacklevel=3,
+        )
+        return (arr >> 4).astype(np.uint8)
+    return (arr >> 8).astype(np.uint8)
+
+
 def _grey(arr: np.ndarray, path: Path) -> np.ndarray:
-    """One channel of a mask array (max over colour channels, alpha ignored)."""
+    """One channel of a mask array: the max over colour channels, composited over black by the
+    alpha channel when there is one, or the alpha channel itself when the colour is uniform."""
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # LA / RGBA
+        colour, alpha = arr[..., : arr.shape[-1] - 1].max(axis=-1), arr[..., -1]
+        if colour.min() == colour.max() and alpha.min() != alpha.max():
+            return alpha  # drawn only in the alpha channel
+        if alpha.min() != alpha.max():
+            top = np.iinfo(arr.dtype).max if np.issubdtype(arr.dtype, np.integer) else 1.0
+            return (colour.astype(np.float64) * (alpha / top)).round().astype(arr.dtype)
+        return colour
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=-1) if arr.shape[-1] >= 3 else arr[..., 0]
     if arr.ndim != 2:
@@ -89,7 +124,9 @@ def binarize_mask(raw: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
         return grey == 1  # 0/1 label image
     if grey.dtype == np.uint8:
         grey8 = grey
-    elif grey.dtype == np.uint16:
+    elif np.issubdtype(grey.dtype, np.integer) and grey.min() >= 0 and grey.max() <= 255:
+        grey8 = grey.astype(np.uint8)  # 8-bit values in a wider container (a 16-bit 0/255 mask)
+    elif np.issubdtype(grey.dtype, np.integer) and grey.min() >= 0 and grey.max() <= 0xFFFF:
         grey8 = (grey >> 8).astype(np.uint8)
     elif np.issubdtype(grey.dtype, np.floating) and grey.min() >= 0.0 and grey.max() <= 1.0:
         grey8 = np.round(grey * 255.0).astype(np.uint8)
@@ -114,8 +151,8 @@ def read_mask(path: str | Path) -> np.ndarray:
     """``H x W`` bool mask of the file at ``path`` (see ``binarize_mask``)."""
     path = Path(path)
     img = _open(path)
-    if img.mode == "P":
-        img = img.convert("RGB")  # palette indices are not grey levels
+    if img.mode == "P":  # palette indices are not grey levels
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     return binarize_mask(np.asarray(img), path)
 
 
