@@ -1,4 +1,5 @@
-"""The original prototype's single-episode API, as a thin adapter over the batched env (B = 1).
+"""The original prototype's single-episode API, as a thin adapter over the batched env (B = 1):
+a ``gymnasium.Env`` (``gpu_env.gym_registration`` registers it as ``SAM2Click-v0``).
 
     env = SAM2ClickEnv(dataset=..., sam_predictor=..., obs_size=128, grid_size=32,
                        max_clicks=5, use_sam=True)
@@ -15,12 +16,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Sequence
 
+import gymnasium
 import numpy as np
 import torch
 
 from gpu_env.config import OBS, PROTOTYPE_ENV
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
+from gpu_env.rng import SEED_LIMIT, check_seed
 from sam_batch.config import SegmenterConfig
 from sam_batch.factory import build_segmenter
 
@@ -68,8 +71,14 @@ def _sam_model(sam_predictor: Any) -> torch.nn.Module:
     return model
 
 
-class SAM2ClickEnv:
-    """Prototype-compatible single-episode env (see module docstring).
+class SAM2ClickEnv(gymnasium.Env):
+    """Prototype-compatible single-episode env, a ``gymnasium.Env`` (see module docstring).
+
+    Spaces: ``observation_space = Box(0, 1, (6, S, S), float32)``, ``action_space =
+    Discrete(2 * G * G)``. ``reset(seed=s)`` keys the episode stream by ``s`` (an integer in
+    ``[0, 2**63)``; the same stream as row 0 of ``ClickEnv.initial_state(1, s)``) and seeds
+    ``np_random``; a first ``reset()`` without a seed draws one from ``np_random`` (random, as
+    Gymnasium does). ``render()`` (``render_mode="rgb_array"``) returns ``uint8 [S, S, 3]``.
 
     Args:
       dataset: a ``SegDataset``, a dataset source string, or a sequence of
@@ -78,41 +87,28 @@ class SAM2ClickEnv:
       obs_size, grid_size, max_clicks: as in the prototype.
       use_sam: False selects the weight-free segmenter (no checkpoint needed).
       device: where the batched env runs.
+      render_mode: ``None`` or ``"rgb_array"``.
       **env_kwargs: further ``EnvConfig`` fields (e.g. ``boundary_weight``).
     """
 
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
+
     def __init__(self, dataset: Any, sam_predictor: Any = None, obs_size: int = 128,
                  grid_size: int = 32, max_clicks: int = 5, use_sam: bool = True,
-                 device: str | torch.device = "cpu", encode_batch_size: int = 4, **env_kwargs):
+                 device: str | torch.device = "cpu", encode_batch_size: int = 4,
+                 render_mode: str | None = None, **env_kwargs):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}; expected None or one of "
+                             f"{self.metadata['render_modes']}")
+        self.render_mode = render_mode
         self.dataset = _as_dataset(dataset, size=256)
-        if use_sam and sam_predictor is None:
-            raise ValueError("use_sam=True needs sam_predictor (a SAM2 model or predictor); "
-                             "pass use_sam=False for the weight-free segmenter.")
-        device = torch.device(device)
-        model = _sam_model(sam_predictor).to(device) if use_sam else None
-        data = self.dataset
-        segmenter = build_segmenter(
-            SegmenterConfig(kind="sam2" if use_sam else "weightfree"), data.images, device,
-            model=model, encode_batch_size=encode_batch_size,
-            originals=lambda: [data.load_original(i)[0] for i in range(len(data))])
-        config = replace(PROTOTYPE_ENV, grid_size=grid_size, max_clicks=max_clicks,
-                         obs_size=obs_size, **env_kwargs)
-        self.env = ClickEnv(segmenter, self.dataset, config)
-        self._seed = 0
-        self._state = None
-
-    @property
-    def observation_space(self):
-        import gymnasium  # optional: only for users who want Gymnasium spaces
-
+        self.env = ClickEnv(_segmenter(self.dataset, sam_predictor, use_sam, device, encode_batch_size),
+                            self.dataset, _env_config(grid_size, max_clicks, obs_size, **env_kwargs))
         s = self.env.config.obs_size
-        return gymnasium.spaces.Box(0.0, 1.0, shape=(6, s, s), dtype=np.float32)
-
-    @property
-    def action_space(self):
-        import gymnasium
-
-        return gymnasium.spaces.Discrete(self.env.num_actions)
+        self.observation_space = gymnasium.spaces.Box(0.0, 1.0, shape=(6, s, s), dtype=np.float32)
+        self.action_space = gymnasium.spaces.Discrete(self.env.num_actions)
+        self._seed: int | None = None
+        self._state = None
 
     def _info(self) -> dict:
         st = self._state
@@ -125,6 +121,9 @@ class SAM2ClickEnv:
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode on a random image (or ``options={"image_index": i}``)."""
+        if seed is not None:
+            seed = check_seed(seed)  # before Gymnasium's own seeding, which would wrap or differ
+        super().reset(seed=seed)
         ids = None
         if options and "image_index" in options:
             i = int(options["image_index"])
@@ -133,7 +132,7 @@ class SAM2ClickEnv:
             ids = torch.tensor([i], device=self.env.device)
         if seed is not None or self._state is None:
             # A fresh row keyed by the seed: its first draw is this episode's image.
-            self._seed = self._seed if seed is None else int(seed)
+            self._seed = seed if seed is not None else int(self.np_random.integers(0, SEED_LIMIT))
             self._state = self.env.initial_state(1, self._seed)
             if ids is None:
                 return self._obs(), self._info()
@@ -144,17 +143,69 @@ class SAM2ClickEnv:
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        if isinstance(action, (np.ndarray, torch.Tensor)):
-            n = action.size if isinstance(action, np.ndarray) else action.numel()
-            if n != 1:
-                raise ValueError(f"action must be a single integer, got shape {tuple(action.shape)}")
-            action = action.reshape(-1)[0].item()
-        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
-            raise TypeError(f"action must be an int in [0, {self.env.num_actions}), got {action!r}")
-        a = self.env.validate_action(torch.tensor([int(action)], device=self.env.device), 1)
+        a = self.env.validate_action(torch.tensor([scalar_action(action, self.env.num_actions)],
+                                                  device=self.env.device), 1)
         term0, trunc0 = self.env.finished(self._state)
         if bool(term0[0] | trunc0[0]):
             raise RuntimeError("episode is over (done or truncated): call reset()")
         self._state, out = self.env.step(self._state, a)
         return (self._obs(), float(out["reward"][0]), bool(out["terminated"][0]),
                 bool(out["truncated"][0]), self._info())
+
+    def render(self) -> np.ndarray | None:
+        """``uint8 [S, S, 3]``: the image, the current mask tinted, positive clicks green and
+        negative clicks red (``None`` unless ``render_mode="rgb_array"``)."""
+        if self.render_mode is None:
+            return None
+        if self._state is None:
+            raise RuntimeError("call reset() before render()")
+        return render_rgb(self._obs())
+
+    def close(self) -> None:
+        self._state = None
+        super().close()
+
+
+def render_rgb(obs: np.ndarray) -> np.ndarray:
+    """``uint8 [S, S, 3]`` picture of a ``[6, S, S]`` observation (see ``SAM2ClickEnv.render``)."""
+    rgb = obs[:3].transpose(1, 2, 0).copy()
+    mask = obs[3] > 0.5
+    rgb[mask] = 0.6 * rgb[mask] + 0.4 * np.array([0.2, 0.4, 1.0], np.float32)
+    for channel, colour in ((4, (0.0, 1.0, 0.0)), (5, (1.0, 0.0, 0.0))):
+        heat = obs[channel][..., None]
+        rgb = (1 - heat) * rgb + heat * np.array(colour, np.float32)
+    return (rgb.clip(0, 1) * 255).round().astype(np.uint8)
+
+
+def scalar_action(action: Any, num_actions: int) -> int:
+    """One Gymnasium action (Python/NumPy integer, or a one-element array/tensor) as an int in
+    ``[0, num_actions)``; anything else is a ``TypeError``/``ValueError`` naming it."""
+    if isinstance(action, (np.ndarray, torch.Tensor)):
+        n = action.size if isinstance(action, np.ndarray) else action.numel()
+        if n != 1:
+            raise ValueError(f"action must be a single integer, got shape {tuple(action.shape)}")
+        action = action.reshape(-1)[0].item()
+    if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+        raise TypeError(f"action must be an int in [0, {num_actions}), got {action!r}")
+    if not 0 <= int(action) < num_actions:  # checked in Python: 10**20 fits no int64 tensor
+        raise ValueError(f"action {int(action)} is out of range: expected 0 <= a < {num_actions}.")
+    return int(action)
+
+
+def _env_config(grid_size: int, max_clicks: int, obs_size: int, **env_kwargs):
+    """The prototype's env settings with the given overrides."""
+    return replace(PROTOTYPE_ENV, grid_size=grid_size, max_clicks=max_clicks, obs_size=obs_size,
+                   **env_kwargs)
+
+
+def _segmenter(dataset: SegDataset, sam_predictor: Any, use_sam: bool,
+               device: str | torch.device, encode_batch_size: int):
+    if use_sam and sam_predictor is None:
+        raise ValueError("use_sam=True needs sam_predictor (a SAM2 model or predictor); "
+                         "pass use_sam=False for the weight-free segmenter.")
+    device = torch.device(device)
+    model = _sam_model(sam_predictor).to(device) if use_sam else None
+    return build_segmenter(
+        SegmenterConfig(kind="sam2" if use_sam else "weightfree"), dataset.images, device,
+        model=model, encode_batch_size=encode_batch_size,
+        originals=lambda: [dataset.load_original(i)[0] for i in range(len(dataset))])

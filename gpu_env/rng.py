@@ -9,6 +9,7 @@ emulated by masking after the arithmetic shift.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,9 +37,31 @@ def advance(key: Tensor) -> tuple[Tensor, Tensor]:
     return key, mix(key)
 
 
+SEED_LIMIT = 1 << 63
+"""Seeds are integers in ``[0, 2**63)``: one int64 key, no silent wrap-around."""
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an int in ``[0, 2**63)``, or a ``ValueError``/``TypeError`` that says so
+    (a larger or negative seed would otherwise wrap silently onto another seed's streams)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer in [0, 2**63), got {seed!r} "
+                        f"({type(seed).__name__})")
+    if not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"seed {int(seed)} is out of range: expected 0 <= seed < 2**63 "
+                         "(a 64-bit key); pass a smaller non-negative seed.")
+    return int(seed)
+
+
 def row_keys(seed: int, rows: Tensor) -> Tensor:
-    """Initial keys for batch rows ``rows`` (int64) under ``seed``."""
-    return mix(mix(torch.full_like(rows, int(seed) & _NONNEG)) ^ mix(rows + 1))
+    """Initial keys for batch rows ``rows`` (int64, ``>= 0``) under ``seed`` (``[0, 2**63)``).
+
+    The row index walks SplitMix64's Weyl sequence from the seed's own origin
+    (``mix(seed) + (row + 1) * golden``), so the map is not symmetric in seed and row: each
+    (seed, row) pair starts its own stream, and for one seed distinct rows give distinct keys
+    (``golden`` is odd, so ``row -> row * golden`` is a bijection modulo 2**64)."""
+    origin = mix(torch.full_like(rows, check_seed(seed)))
+    return mix(origin + (rows + 1) * _GOLDEN)
 
 
 def randint_below(bits: Tensor, n: int | Tensor) -> Tensor:

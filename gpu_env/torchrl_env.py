@@ -95,7 +95,28 @@ class SAM2ClickTorchRLEnv(EnvBase):
         out["done"] = (terminated | truncated)[:, None]
         return out
 
+    def _check_batch(self, tensordict: TensorDictBase) -> None:
+        """Shapes only (metadata, no host read), so it runs even without ``validate_actions``."""
+        B = self.batch_size[0]
+        if tuple(tensordict.batch_size) != (B,):
+            raise ValueError(
+                f"step() got a tensordict of batch size {list(tensordict.batch_size)}, but this env "
+                f"runs {B} episodes (batch_size=[{B}]); pass the tensordict from reset()/the last "
+                f"step with one action per episode in \"action\" (shape ({B},))."
+            )
+        action = tensordict.get("action", None)
+        if action is None:
+            raise KeyError('step() needs an "action" entry (int64, one per episode)')
+        if tuple(action.shape) != (B,):
+            raise ValueError(f'"action" must have shape ({B},) (one action per episode), got '
+                             f"{tuple(action.shape)}.")
+
+    def step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self._check_batch(tensordict)
+        return super().step(tensordict)
+
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self._check_batch(tensordict)
         action = tensordict["action"]
         if self.validate_actions:
             action = self.env.validate_action(action, self.batch_size[0])
