@@ -48,6 +48,7 @@ from torch import Tensor
 
 from sam_batch.atomic_io import DiskFullError, atomic_write
 from sam_batch.cache_files import (CacheError, FileDamage, NpyLayout, RowWriter, create_row_file,
+                                   extend_row_file,
                                    header_bytes, npy_layout, read_rows, row_crc32, scan_rows)
 from sam_batch.encoder import SAM2Features, encode_batch, feature_shapes, preprocess
 
@@ -339,11 +340,7 @@ def _repair(model: torch.nn.Module, load: Callable[[int], np.ndarray], out_dir: 
         shape = _level_shape(meta, k)
         layout = _truncated_layout(f, shape, sdtype) if dmg.rebuild else None
         if layout is not None:  # keep the intact rows of a truncated file; extend it
-            try:
-                with open(f, "r+b") as fh:
-                    fh.truncate(layout.nbytes)
-            except OSError as e:
-                raise DiskFullError(e.errno, f"no space left to extend {f}: {e}") from e
+            extend_row_file(f, layout)
             dmg.rows = scan_rows(f, layout, crcs[:, LEVELS.index(k)])
         elif dmg.rebuild:
             create_row_file(f, shape, sdtype)
@@ -458,8 +455,6 @@ def encode_to_cache(
 
     Returns the metadata of the finished cache.
     """
-    from tqdm.auto import tqdm
-
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype} is not a cache dtype; use torch.float16 or torch.bfloat16")
     if batch_size < 1:

@@ -25,7 +25,8 @@ import numpy as np
 
 from sam_batch.atomic_io import DiskFullError
 
-__all__ = ["CacheError", "FileDamage", "NpyLayout", "RowWriter", "create_row_file", "npy_layout",
+__all__ = ["CacheError", "FileDamage", "NpyLayout", "RowWriter", "create_row_file", "extend_row_file",
+           "npy_layout",
            "row_crc32", "scan_rows"]
 
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -127,6 +128,25 @@ def create_row_file(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None
                 f.truncate(total)
     except OSError as e:
         raise _disk_full(e, path, f"reserving {total} bytes for") from e
+
+
+def extend_row_file(path: Path, layout: NpyLayout) -> None:
+    """Bring a truncated (or padded) level file with a sound header to its full size, keeping
+    its leading rows; the new space is reserved like :func:`create_row_file`'s."""
+    try:
+        with open(path, "r+b") as f:
+            f.truncate(min(layout.nbytes, os.fstat(f.fileno()).st_size))
+            if hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(f.fileno(), 0, layout.nbytes)
+                except OSError as e:
+                    if e.errno in _FULL:
+                        raise
+                    f.truncate(layout.nbytes)
+            else:
+                f.truncate(layout.nbytes)
+    except OSError as e:
+        raise _disk_full(e, path, f"extending to {layout.nbytes} bytes") from e
 
 
 class RowWriter:
