@@ -80,8 +80,9 @@ def _folder(root: Path, n: int = 5) -> Path:
 
 
 def _cfg(root: Path, **kw) -> TrainConfig:
-    return TrainConfig(dataset=str(root), device="cpu", image_size=32, obs_size=32, grid_size=8,
-                       max_clicks=2, num_envs=2, **kw)
+    # Flat setting names through from_dict: the same call whether the config is flat or nested.
+    return TrainConfig.from_dict(dict(dataset=str(root), device="cpu", image_size=32, obs_size=32,
+                                      grid_size=8, max_clicks=2, num_envs=2, **kw))
 
 
 def test_eval_images_honoured_for_folder_dataset(tmp_path: Path) -> None:
