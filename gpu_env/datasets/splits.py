@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
 
 from .base import SegDataset
 from .io import DatasetError
+
+log = logging.getLogger(__name__)
 
 AUGMENTED_MARK = "~aug"
 """Augmented copies are ids ``<id>~aug<k>`` (``gpu_env.datasets.augment``); they count as ``<id>``."""
@@ -15,13 +17,14 @@ def first_images(data: SegDataset, count: int, flag: str = "--eval-images") -> l
     """Positions of the first ``count`` images of ``data`` (``None``: all of them).
 
     A count of 0 (or less) is refused: an evaluation of no images has no mean. A count larger
-    than the split uses the whole split, with a warning."""
+    than the split uses the whole split (logged, not warned: the default of 64 means "up to 64",
+    and a run records how many images it evaluated)."""
     if count < 1:
         raise ValueError(f"{flag} {count}: expected at least 1 held-out image (the evaluation "
                          f"averages over them); {data.name}/{data.split} has {len(data)}.")
     if count > len(data):
-        warnings.warn(f"{flag} {count} but {data.name}/{data.split} has only {len(data)} images; "
-                      f"evaluating all {len(data)}.", stacklevel=2)
+        log.info("%s %d but %s/%s has only %d images; evaluating all of them", flag, count,
+                 data.name, data.split, len(data))
         return None
     return None if count == len(data) else list(range(count))
 
