@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 
 import gymnasium
 import numpy as np
@@ -16,7 +17,7 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 from gpu_env.compat import SAM2ClickEnv
-from gpu_env.config import OBS, EnvConfig
+from gpu_env.config import OBS, PROTOTYPE_ENV
 from gpu_env.datasets import load_dataset
 from gpu_env.env import ClickEnv
 from gpu_env.gym_registration import ENV_ID, register_envs
@@ -135,7 +136,7 @@ def test_torchrl_wrong_batch_shape_is_a_clear_error(data):
     from gpu_env.torchrl_env import SAM2ClickTorchRLEnv
     from sam_batch.geodesic import GeodesicSegmenter
 
-    env = ClickEnv(GeodesicSegmenter(data.images), data, EnvConfig(obs_size=32, grid_size=8, max_clicks=3))
+    env = ClickEnv(GeodesicSegmenter(data.images), data, replace(PROTOTYPE_ENV, obs_size=32, grid_size=8, max_clicks=3))
     for validate in (True, False):
         t = SAM2ClickTorchRLEnv(env, 4, validate_actions=validate)
         t.reset()
