@@ -283,8 +283,12 @@ def cost_report(device: torch.device | str = "cpu", batch: int = 2, images: int 
         }
     cfg = TrainConfig().replace(device=str(device))
     env = ClickEnv(segmenters["weightfree"], data, cfg.env)
-    obs = env.observe(env.initial_state(batch, 0))
     policy = build_policy(cfg.policy, cfg.env, cfg.run.seed, device)
+    if getattr(policy, "prior", None) is not None:  # the training policy observes its prior's maps
+        from ppo.prior import attach_prior
+
+        attach_prior(policy, env)
+    obs = env.observe(env.initial_state(batch, 0))
     out["policy"] = {"name": cfg.policy.kind, "forward_flops_per_row": policy_flops(
         policy, {k: obs[k] for k in policy.in_keys})}
     out["peaks"] = {"bf16_flop_s": DEFAULT_PEAK[0], "bytes_s": DEFAULT_PEAK[1], "device": "H200"}

@@ -28,6 +28,7 @@ from gpu_env.datasets.config import DataConfig
 from gpu_env.env import ClickEnv
 from ppo.evaluate import evaluate_agent, report
 from ppo.factory import DeviceError, load_split, resolve_device
+from ppo.run_dir import RunFolderError, check_results_folder
 from sam_batch.config import SegmenterConfig
 from sam_batch.factory import build_segmenter
 
@@ -45,7 +46,10 @@ class BaselineConfig:
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
     out: Path = Path("runs/baselines")
-    """Output folder (results.json/csv, dice_vs_clicks.png)."""
+    """Output folder (results.json/csv, dice_vs_clicks.png); one that already holds results
+    is refused unless ``--overwrite``."""
+    overwrite: bool = False
+    """Replace the results already in ``out``."""
     seed: int = 0
     """Seed of the random clicker and of the learned clicker's training."""
     prior_steps: int = 1200
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"pass e.g. {flag} {20 if name == 'num_clicks' else 64}.")
     try:
         device = resolve_device(cfg.device)
-    except DeviceError as err:
+        check_results_folder(cfg.out, overwrite=cfg.overwrite)
+    except (DeviceError, RunFolderError) as err:
         raise SystemExit(f"scripts.baselines: error: {err}") from err
     data = load_split(cfg.data, cfg.data.eval_split, cfg.data.eval_images)
     seg = cfg.segmenter

@@ -79,3 +79,12 @@ def test_baselines_command_has_the_learned_clicker_row(tmp_path, capsys):
     assert "| learned clicker |" in printed and "learned clicker: U-Net width 4" in printed
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert "2 steps in" in meta["learned_clicker"]
+    # a second run into the same folder is refused (the results stay), unless --overwrite
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(SystemExit, match="already holds evaluation results"):
+        baselines.main(["--eval-images", "3", "--prior-steps", "0", "--device", "cpu",
+                        "--out", str(out)])
+    assert (out / "results.json").read_bytes() == before
+    assert baselines.main(["--eval-images", "3", "--prior-steps", "0", "--num-clicks", "2",
+                           "--device", "cpu", "--out", str(out), "--overwrite"]) == 0
+    assert (out / "results.json").read_bytes() != before
