@@ -119,6 +119,11 @@ def run(repo: Path, code: str, args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _commit(repo: Path) -> str | None:
+    out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--other", type=Path, required=True, help="checkout of the code to compare against")
@@ -139,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = run(ROOT, PARTS, [str(a.train_images), str(a.threads)])
     this, other = statistics.median(rates["this"]), statistics.median(rates["other"])
     summary = {"this_steps_per_s": this, "other_steps_per_s": other, "speedup": this / other,
-               "runs": rates, "parts_this": parts, "other": str(a.other), "threads": a.threads,
+               "runs": rates, "parts_this": parts, "other": str(a.other),
+               "other_commit": _commit(a.other), "this_commit": _commit(ROOT), "threads": a.threads,
                "iterations": a.iterations, "train_images": a.train_images,
                "command": "python -m bench.main_job_speed " + " ".join(argv or sys.argv[1:])}
     print(f"median: this {this:.1f}, other {other:.1f} env steps/s: {this / other:.2f}x")

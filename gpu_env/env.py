@@ -41,36 +41,10 @@ from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, 
 from gpu_env.datasets.base import SegDataset
 from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
+from gpu_env.row_chunks import CPU_ROW_CHUNK, by_rows
 from gpu_env.reward import boundary_gt_terms, boundary_score, step_reward
 from gpu_env import actions
 from sam_batch.segmenter import Segmenter, points_from_pixels
-
-
-CPU_ROW_CHUNK = 32  # rows per pass of the env's functions on a CPU (see ClickEnv's row_chunk)
-
-
-def _by_rows(fn):
-    """Run ``fn(self, state, ...)`` on ``self.row_chunk`` rows at a time and concatenate the
-    (TensorDict or tuple of TensorDict) results; every tensor argument with the state's batch
-    size is sliced alongside. Chunk bounds are Python ints from shapes: no host sync, and each
-    row gets the computation it gets in a full-batch call."""
-
-    def run(self, state, *args, **kwargs):
-        B, c = state.batch_size[0], self.row_chunk
-        if c is None or B <= c:
-            return fn(self, state, *args, **kwargs)
-
-        def rows(a, i):
-            return a[i:i + c] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == B else a
-
-        parts = [fn(self, state[i:i + c], *(rows(a, i) for a in args),
-                    **{k: rows(v, i) for k, v in kwargs.items()}) for i in range(0, B, c)]
-        if isinstance(parts[0], tuple):
-            return tuple(torch.cat([p[j] for p in parts]) for j in range(len(parts[0])))
-        return torch.cat(parts)
-
-    run.__name__, run.__doc__, run.__wrapped__ = fn.__name__, fn.__doc__, fn
-    return run
 
 
 class ClickEnv:
@@ -159,7 +133,7 @@ class ClickEnv:
         self.init_dice = torch.cat(dice)
         self.init_boundary = torch.cat(boundary)
         # The first click's heatmaps, once per image: a reset gathers them (the same values
-        # as adding the click to empty maps, which ``reset_reference`` does; parity-tested).
+        # as adding the click to empty maps, which the test reference does; parity-tested).
         S, N = self.config.obs_size, self.num_images
         self.init_heat = O.add_click(
             torch.zeros(N, 2, S, S, device=self.device), self.first_point,
@@ -211,12 +185,13 @@ class ClickEnv:
         )
         return self.reset(state, torch.ones(B, dtype=torch.bool, device=self.device))
 
-    @_by_rows
+    @by_rows
     def reset(self, state: TensorDict, rows: Tensor, image_ids: Tensor | None = None) -> TensorDict:
         """Start new episodes in ``rows`` (``[B]`` bool); every other row is returned bitwise
         unchanged. Images are drawn from the pool with each row's own key, or taken from
         ``image_ids [B]`` when given (evaluation over a fixed list). Every field of a fresh
-        episode is a gather of a per-image constant (``reset_reference`` builds them instead)."""
+        episode is a gather of a per-image constant (``tests/reference/env_ref.reset_reference``
+        builds them from the episode's definition instead; parity-tested bitwise)."""
         key, image_ids = self._draw(state, image_ids)
         B, K = state["labels"].shape
         slot0 = torch.arange(K, device=self.device) == 0
@@ -249,46 +224,6 @@ class ClickEnv:
             image_ids = self.image_pool[rng.randint_below(bits, self.image_pool.numel())]
         return key, image_ids.to(self.device, torch.int64)
 
-    def reset_reference(self, state: TensorDict, rows: Tensor,
-                        image_ids: Tensor | None = None) -> TensorDict:
-        """``reset`` computed from the episode's definition (first click added to empty
-        heatmaps, mask thresholded from the logits): the slow reference ``reset`` is tested
-        against, bitwise."""
-        key, image_ids = self._draw(state, image_ids)
-        B, K = state["labels"].shape
-        S = self.config.obs_size
-        first_label = torch.ones(B, dtype=torch.int64, device=self.device)
-        slot0 = torch.arange(K, device=self.device) == 0
-        points = torch.where(slot0[None, :, None], self.first_point[image_ids][:, None], 0.0)
-        labels = torch.where(slot0[None], first_label[:, None], -1)
-        logits = self.init_logits[image_ids]
-        heat = O.add_click(
-            torch.zeros(B, 2, S, S, device=self.device), points[:, 0], first_label,
-            torch.ones(B, dtype=torch.bool, device=self.device), self.input_size,
-            self.config.heatmap_sigma,
-        )
-        clicked = F.one_hot(self.first_cell[image_ids], self.config.grid_size ** 2).bool()
-        fresh = TensorDict(
-            {
-                "image_id": image_ids,
-                "key": key,
-                "points": points,
-                "labels": labels,
-                "num_clicks": torch.ones(B, dtype=torch.int64, device=self.device),
-                "step": torch.zeros(B, dtype=torch.int64, device=self.device),
-                "logits": logits,
-                "mask": logits[:, 0] > 0,
-                "dice": self.init_dice[image_ids],
-                "boundary": self.init_boundary[image_ids],
-                "heat": heat,
-                "clicked": clicked,
-                "episode": state["episode"] + 1,
-            },
-            batch_size=state.batch_size,
-            device=self.device,
-        )
-        return fresh.where(rows, state)
-
     # ------------------------------------------------------------------ dynamics
     def finished(self, state: TensorDict) -> tuple[Tensor, Tensor]:
         """``(terminated, truncated)`` of each row's episode as it stands."""
@@ -310,7 +245,7 @@ class ClickEnv:
         ``boundary`` (all ``[B]``)."""
         return self.step_click(state, *self.decode_action(action))
 
-    @_by_rows
+    @by_rows
     def step_click(self, state: TensorDict, point: Tensor, label: Tensor, cell: Tensor
                    ) -> tuple[TensorDict, TensorDict]:
         """``step`` for an arbitrary click: ``point [B, 2]`` in the prompt frame, SAM2
@@ -369,7 +304,7 @@ class ClickEnv:
         )
         return nxt, info
 
-    @_by_rows
+    @by_rows
     def step_autoreset(self, state: TensorDict, action: Tensor) -> tuple[TensorDict, TensorDict, TensorDict]:
         """Step, observe the result (the final observation of rows that just finished, kept
         for bootstrapping), then reset finished rows. Returns ``(state, out, final_obs)``."""
@@ -394,7 +329,7 @@ class ClickEnv:
         any_ok = consistent.any(dim=1, keepdim=True)
         return torch.where(any_ok, consistent, allowed)
 
-    @_by_rows
+    @by_rows
     def observe(self, state: TensorDict) -> TensorDict:
         """The observation TensorDict: ``observation [B, 6, S, S]`` plus the optional keys
         of ``config.observation_keys``, in that order."""
