@@ -24,7 +24,7 @@ from bench.conftest import OPTIONS, PeakMemory, sync
 from sam_batch.decoder import BatchedSAM2Decoder
 from sam_batch.model import build_sam
 from sam_batch.reference import reference_decode
-from tests.sam_fixtures import random_episodes, random_features
+from references.sam_fixtures import random_episodes, random_features
 
 SAM2_CONFIG = "sam2.1_hiera_b+"
 N_IMAGES = 8

@@ -6,7 +6,7 @@ runs ``steps`` calls of ``ClickEnv.step_autoreset`` (decode, metrics, reward, he
 final observation, partial reset) with uniformly random actions, after warm-up rounds.
 ``steps/s = B * steps / mean round time``; ``speedup_vs_baseline`` divides it by the baseline's
 steps/s measured in the same process on the same device (``test_prototype_baseline``, which
-runs first: one episode per round, NumPy/SciPy on the host, see ``prototype_baseline.py``).
+runs first: one episode per round, NumPy/SciPy on the host, see ``references/prototype_baseline.py``).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m pytest bench/bench_env.py -p no:cacheprovider --benchmark-only
 
@@ -25,7 +25,7 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from bench.conftest import PeakMemory, plan, random_actions, sync
-from bench.prototype_baseline import run_episodes
+from references.prototype_baseline import run_episodes
 from gpu_env.config import OBS
 from gpu_env.env import ClickEnv
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from gpu_env.oracle import ritm_click
-from tests.reference.ritm_clicker import Clicker
+from references.ritm_clicker import Clicker
 
 SIZE = 256
 BATCHES = [1, 16, 64]

@@ -374,7 +374,7 @@ class BenchAssets:
     def baseline_env(self, name: str, config: EnvConfig = PROTOTYPE_ENV):
         """The prototype-style env over the same images (and, for SAM2, the same weights and
         features) as the batched env."""
-        from bench.prototype_baseline import (EpisodeData, PrototypeClickEnv, SAM2Predictor,
+        from references.prototype_baseline import (EpisodeData, PrototypeClickEnv, SAM2Predictor,
                                               WeightFreePredictor)
 
         if name == "sam2":
@@ -410,7 +410,7 @@ class BaselineRates:
 
     def rate(self, name: str) -> float:
         if name not in self.results.baseline:
-            from bench.prototype_baseline import run_episodes
+            from references.prototype_baseline import run_episodes
 
             env = self.assets.baseline_env(name)
             warm, timed = self.episodes(name)

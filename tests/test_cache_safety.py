@@ -17,7 +17,7 @@ import torch
 from sam_batch import cache_files
 from sam_batch.atomic_io import DiskFullError
 from sam_batch.cache import CacheError, encode_to_cache, find_damage, load_cache
-from tests.sam_fixtures import TINY_CONFIG, synthetic_images, tiny_model
+from references.sam_fixtures import TINY_CONFIG, synthetic_images, tiny_model
 
 SIZE = 128
 FP = "random:sam2.1_hiera_t:0:128"

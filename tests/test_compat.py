@@ -9,7 +9,7 @@ import torch
 from gpu_env.compat import SAM2ClickEnv, compute_dice
 from gpu_env.config import OBS
 from gpu_env.datasets import load_dataset
-from tests.sam_fixtures import tiny_model
+from references.sam_fixtures import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from sam_batch.decoder import BatchedSAM2Decoder, validate_decode_inputs
 from sam_batch.encoder import SAM2Features
 from sam_batch.reference import reference_decode
 from sam_batch.segmenter import DecodeOutput, Segmenter
-from tests.sam_fixtures import (
+from references.sam_fixtures import (
     TINY_CONFIG,
     TINY_SIZE,
     decoder_settings,

@@ -93,7 +93,7 @@ def test_shard_loads_only_its_images_of_the_feature_cache(tmp_path, data):
     from gpu_env.datasets import load_dataset
     from sam_batch.cache import CacheError, encode_to_cache, load_cache
     from sam_batch.model import checkpoint_fingerprint
-    from tests.sam_fixtures import TINY_CONFIG, TINY_SIZE, tiny_model
+    from references.sam_fixtures import TINY_CONFIG, TINY_SIZE, tiny_model
 
     train = load_dataset(str(data), split="train", size=64)
 

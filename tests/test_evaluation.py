@@ -14,7 +14,7 @@ from gpu_env.env import ClickEnv
 from gpu_env.evaluation import Curves, evaluate_clicker, format_table, write_results
 from gpu_env.clickers import OracleClicker, RandomClicker, clicked_pixels
 from sam_batch.geodesic import GeodesicSegmenter
-from tests.reference.ritm_clicker import Clicker as RefClicker
+from references.ritm_clicker import Clicker as RefClicker
 
 
 @pytest.fixture(scope="module")

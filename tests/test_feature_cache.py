@@ -20,7 +20,7 @@ from sam_batch.cache import (
     size_report,
 )
 from sam_batch.encoder import IMAGENET_MEAN, IMAGENET_STD, encode_batch, encode_images, feature_shapes, preprocess
-from tests.sam_fixtures import TINY_CONFIG, synthetic_images, tiny_model
+from references.sam_fixtures import TINY_CONFIG, synthetic_images, tiny_model
 
 SIZE = 128  # encoder tests run at 128: ~30 ms per hiera_t forward
 FP = "random:sam2.1_hiera_t:0:128"

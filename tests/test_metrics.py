@@ -10,7 +10,7 @@ from kornia.morphology import dilation, erosion
 
 from gpu_env import metrics
 from tests.sync_guard import HostSyncError, forbid_host_sync
-from tests.reference import metrics_ref
+from references import metrics_ref
 
 ATOL = 1e-6
 

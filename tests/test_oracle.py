@@ -11,7 +11,7 @@ from scipy.ndimage import distance_transform_edt
 from gpu_env.edt import edt, squared_edt
 from gpu_env.oracle import OracleClick, click_to_action, error_distances, first_click, pixel_to_cell, ritm_click
 from tests.sync_guard import HostSyncError, forbid_host_sync
-from tests.reference.ritm_clicker import Click, Clicker, error_distance_maps, next_click
+from references.ritm_clicker import Click, Clicker, error_distance_maps, next_click
 
 # ---------------------------------------------------------------- helpers
 

@@ -176,7 +176,7 @@ def test_the_recipe_runs_with_sam2_and_the_image_embedding(tmp_path):
     from sam_batch.cache import encode_to_cache
     from sam_batch.model import checkpoint_fingerprint
     from tests.dist_workers import write_folder_dataset
-    from tests.sam_fixtures import TINY_CONFIG, TINY_SIZE, tiny_model
+    from references.sam_fixtures import TINY_CONFIG, TINY_SIZE, tiny_model
 
     data = write_folder_dataset(tmp_path / "data", 4, 2)
     for split in ("train", "val"):

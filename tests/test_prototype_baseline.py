@@ -1,6 +1,6 @@
 """The benchmark's prototype-style baseline runs the same episodes as the batched env.
 
-Same images, same clicks: the one-episode-at-a-time NumPy/SciPy env (``bench.prototype_baseline``)
+Same images, same clicks: the one-episode-at-a-time NumPy/SciPy env (``references.prototype_baseline``)
 and ``ClickEnv`` (all episodes in one batch) must agree on the initial click, Dice, the boundary
 score, rewards, done flags and observations at every step; otherwise the benchmark's speedup
 would compare two different computations.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.prototype_baseline import (EpisodeData, PrototypeClickEnv, SAM2Predictor,
+from references.prototype_baseline import (EpisodeData, PrototypeClickEnv, SAM2Predictor,
                                       WeightFreePredictor, boundary_fscore, dice, ritm_next_click,
                                       run_episodes)
 from gpu_env.config import OBS, PROTOTYPE_ENV
@@ -25,7 +25,7 @@ from gpu_env.metrics import dice as device_dice
 from gpu_env.oracle import first_click
 from sam_batch.decoder import BatchedSAM2Decoder
 from sam_batch.geodesic import GeodesicSegmenter
-from tests.sam_fixtures import random_features, tiny_model
+from references.sam_fixtures import random_features, tiny_model
 
 N_IMAGES = 4
 CONFIG = replace(PROTOTYPE_ENV, max_clicks=5)

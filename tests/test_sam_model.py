@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sam_batch.model import SAM2LoadError, build_sam, checkpoint_fingerprint, resolve_config, shipped_configs
-from tests.sam_fixtures import TINY_CONFIG, TINY_SIZE, tiny_model
+from references.sam_fixtures import TINY_CONFIG, TINY_SIZE, tiny_model
 
 
 @pytest.mark.parametrize(

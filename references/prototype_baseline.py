@@ -16,7 +16,7 @@ The prototype trained Stable-Baselines3 PPO on a Gymnasium env that ran one epis
   NumPy/SciPy. Heatmaps are rebuilt from every click each step; the initial user click is the
   RITM clicker's first click on the GT, recomputed at every reset (the old env cached
   nothing). The clicker logic is RITM's ``Clicker._get_next_click`` (a copy of the port in
-  ``tests/reference/ritm_clicker.py``, so ``bench`` does not import ``tests``).
+  ``references/ritm_clicker.py``, so ``bench`` does not import ``tests``).
 
 Semantics are the project's (docs/design.md): 256x256 working masks, the 32x32 action grid, the
 six-channel observation, ``r = dDice + lambda * dBoundaryF``; ``tests/test_prototype_baseline.py``
@@ -41,7 +41,7 @@ from gpu_env.env import resize_images, resize_masks
 from sam_batch.encoder import SAM2Features
 from sam_batch.reference import predict_one
 # The NumPy/SciPy metrics the prototype computed per step: the project's reference ones.
-from tests.reference.metrics_ref import boundary_fscore, boundary_iou, dice
+from references.metrics_ref import boundary_fscore, boundary_iou, dice
 
 
 
