@@ -27,7 +27,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHILD = r"""
+# Shared by both child programs: build the main job's trainer (argv: images, threads) and run
+# one warm-up iteration. Settings are set by leaf name, so flat configs (older checkouts) and
+# sectioned ones both work.
+SETUP = r"""
 import dataclasses, json, sys, tempfile, time
 import torch
 from ppo.config import TrainConfig
@@ -45,7 +48,7 @@ def set_leaf(cfg, name, value):
                 return dataclasses.replace(cfg, **{f.name: new}), True
     return cfg, False
 
-iterations, images, threads = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+images, threads = int(sys.argv[1]), int(sys.argv[2])
 torch.set_num_threads(threads)
 cfg = TrainConfig()
 for k, v in dict(out_dir=tempfile.mkdtemp(), progress=False, tensorboard=False, eval_every=0,
@@ -54,7 +57,11 @@ for k, v in dict(out_dir=tempfile.mkdtemp(), progress=False, tensorboard=False, 
     assert ok, k
 tr = T.Trainer(cfg)
 tr.iterate()
-steps = None
+"""
+
+# Whole iterations (argv[3]: how many): any checkout.
+CHILD = SETUP + r"""
+iterations = int(sys.argv[3])
 t0 = time.perf_counter()
 for _ in range(iterations):
     out = tr.iterate()
@@ -64,34 +71,11 @@ B, Tn = tr.buffer.batch_size[1], tr.buffer.batch_size[0]
 print(json.dumps({"steps_per_s": iterations * B * Tn / dt, "s_per_iteration": dt / iterations}))
 """
 
-PARTS = r"""
-import dataclasses, json, sys, tempfile, time
-import torch
-from ppo.config import TrainConfig
-import ppo.train as T
+# The rollout and the update timed apart: this checkout (it calls today's collect).
+PARTS = SETUP + r"""
 from ppo.loss import ppo_update
 from ppo.rollout import collect, shared_phase
-torch.set_num_threads(int(sys.argv[2]))
 
-def set_leaf(cfg, name, value):  # flat (older checkouts) or nested (sections) TrainConfig
-    names = {f.name for f in dataclasses.fields(cfg)}
-    if name in names:
-        return dataclasses.replace(cfg, **{name: value}), True
-    for f in dataclasses.fields(cfg):
-        sub = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(sub):
-            new, ok = set_leaf(sub, name, value)
-            if ok:
-                return dataclasses.replace(cfg, **{f.name: new}), True
-    return cfg, False
-
-cfg = TrainConfig()
-for k, v in dict(out_dir=tempfile.mkdtemp(), progress=False, tensorboard=False, eval_every=0,
-                 device="cpu", train_images=int(sys.argv[1])).items():
-    cfg, ok = set_leaf(cfg, k, v)
-    assert ok, k
-tr = T.Trainer(cfg)
-tr.iterate()
 res = {"collect_s": [], "update_s": []}
 for _ in range(3):
     t0 = time.perf_counter()
@@ -133,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads (the main job uses all cores)")
     p.add_argument("--out", type=Path, default=None, help="write the figures here as JSON")
     a = p.parse_args(argv)
-    args = [str(a.iterations), str(a.train_images), str(a.threads)]
+    args = [str(a.train_images), str(a.threads), str(a.iterations)]
     rates: dict[str, list[float]] = {"this": [], "other": []}
     for r in range(a.repeats):
         for name, repo in (("other", a.other.resolve()), ("this", ROOT)):
@@ -141,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             rates[name].append(res["steps_per_s"])
             print(f"run {r + 1}: {name:5s} {res['steps_per_s']:7.1f} env steps/s "
                   f"({res['s_per_iteration']:.2f} s per iteration)", flush=True)
-    parts = run(ROOT, PARTS, [str(a.train_images), str(a.threads)])
+    parts = run(ROOT, PARTS, args[:2])
     this, other = statistics.median(rates["this"]), statistics.median(rates["other"])
     summary = {"this_steps_per_s": this, "other_steps_per_s": other, "speedup": this / other,
                "runs": rates, "parts_this": parts, "other": str(a.other),
