@@ -102,10 +102,11 @@ def test_reset_places_oracle_first_click_and_its_decode(env, data):
     torch.testing.assert_close(state["dice"], dice_score(direct.logits[:, 0] > 0, env.gt[ids]))
 
 
-def test_no_host_sync_in_reset_step_observe(data):
+@pytest.mark.parametrize("row_chunk", [None, 4])  # 4 < B: the row-chunked path too
+def test_no_host_sync_in_reset_step_observe(data, row_chunk):
     cfg = replace(PROTOTYPE_ENV, max_clicks=2, obs_sam_prob=True, action_mask=True, mode="simulated_user",
                     target_dice=0.95)
-    env = ClickEnv(GeodesicSegmenter(data.images), data, cfg)
+    env = ClickEnv(GeodesicSegmenter(data.images), data, cfg, row_chunk=row_chunk)
     state = env.initial_state(B, 0)
     actions = random_actions(env, 5, 2)
     with forbid_host_sync():

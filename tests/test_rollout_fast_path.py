@@ -47,3 +47,16 @@ def test_shared_phase_is_none_when_rows_can_diverge(tmp_path):
     tr.state["step"][0] -= 1
     early_end = tr.env.with_config(replace(tr.env.config, target_dice=0.9))
     assert shared_phase(early_end, tr.state) is None
+
+
+def test_collect_makes_no_host_read(tmp_path):
+    """The phase is read once before the loop; the loop itself never reads a tensor."""
+    from ppo.rollout import collect
+    from tests.sync_guard import forbid_host_sync
+
+    tr = Trainer(tiny(tmp_path, "sync", num_steps=5, max_clicks=2))
+    for phase in (shared_phase(tr.env, tr.state), None):
+        with forbid_host_sync():
+            tr.state, tr.initial_dice = collect(tr.env, tr.state, tr.ac, tr.buffer, tr.stats,
+                                                tr.initial_dice, phase)
+    assert torch.isfinite(tr.buffer["next_value"]).all()
