@@ -21,13 +21,18 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-__all__ = ["DiskFullError", "atomic_write", "fsync_dir", "unlink_quietly"]
+__all__ = ["DiskFullError", "atomic_write", "fsync_dir", "is_disk_full", "unlink_quietly"]
 
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 class DiskFullError(OSError):
     """No space left on the device while writing a file; the previous file is untouched."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` is the OS saying the device (or the user's quota) is full."""
+    return isinstance(err, OSError) and err.errno in _FULL
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -100,7 +105,7 @@ def _disk_full(err: BaseException) -> OSError | None:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in _FULL:
+        if is_disk_full(err):
             return err
         err = err.__cause__ or err.__context__
     return None

@@ -15,7 +15,6 @@ error or as silently wrong features.
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import zlib
@@ -23,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sam_batch.atomic_io import DiskFullError
+from sam_batch.atomic_io import DiskFullError, is_disk_full
 
 __all__ = ["CacheError", "FileDamage", "NpyLayout", "RowWriter", "create_row_file", "extend_row_file",
            "npy_layout",
            "row_crc32", "scan_rows"]
-
-_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 class CacheError(ValueError):
@@ -101,11 +98,24 @@ def npy_layout(path: Path, shape: tuple[int, ...], dtype: np.dtype, *, what: str
 
 
 def _disk_full(e: OSError, path: Path, doing: str) -> OSError:
-    if e.errno in _FULL:
+    if is_disk_full(e):
         return DiskFullError(e.errno, f"no space left on the device holding {path.parent}: {doing} "
                                       f"{path.name} failed. Free some space (or choose another "
                                       "folder) and run again.")
     return e
+
+
+def _reserve(f, total: int) -> None:
+    """Make the open file ``f`` ``total`` bytes long with its space reserved where the file
+    system can (``posix_fallocate``); elsewhere a sparse ``truncate``. A full disk raises."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(f.fileno(), 0, total)
+            return
+        except OSError as e:
+            if is_disk_full(e):
+                raise
+    f.truncate(total)  # no fallocate on this file system: a sparse file
 
 
 def create_row_file(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -117,15 +127,7 @@ def create_row_file(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None
         with open(path, "wb") as f:
             f.write(head)
             f.flush()
-            if hasattr(os, "posix_fallocate"):
-                try:
-                    os.posix_fallocate(f.fileno(), 0, total)
-                except OSError as e:
-                    if e.errno in _FULL:
-                        raise
-                    f.truncate(total)  # no fallocate on this file system: a sparse file
-            else:
-                f.truncate(total)
+            _reserve(f, total)
     except OSError as e:
         raise _disk_full(e, path, f"reserving {total} bytes for") from e
 
@@ -136,15 +138,7 @@ def extend_row_file(path: Path, layout: NpyLayout) -> None:
     try:
         with open(path, "r+b") as f:
             f.truncate(min(layout.nbytes, os.fstat(f.fileno()).st_size))
-            if hasattr(os, "posix_fallocate"):
-                try:
-                    os.posix_fallocate(f.fileno(), 0, layout.nbytes)
-                except OSError as e:
-                    if e.errno in _FULL:
-                        raise
-                    f.truncate(layout.nbytes)
-            else:
-                f.truncate(layout.nbytes)
+            _reserve(f, layout.nbytes)
     except OSError as e:
         raise _disk_full(e, path, f"extending to {layout.nbytes} bytes") from e
 
