@@ -14,7 +14,6 @@ temporary file survives an exception.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import io
 import json
 import os
@@ -29,7 +28,7 @@ from typing import Any
 
 import torch
 
-from sam_batch.atomic_io import DiskFullError, atomic_write, fsync_dir, unlink_quietly
+from sam_batch.atomic_io import DiskFullError, atomic_write, fsync_dir, is_disk_full, unlink_quietly
 
 __all__ = [
     "FORMAT",
@@ -269,7 +268,7 @@ class CheckpointKeeper:
             os.replace(tmp, target)
         except BaseException as err:
             unlink_quietly(tmp)
-            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(err):
                 raise DiskFullError(
                     err.errno, f"no space left on the device holding {self.directory}: copying "
                     f"{source.name} to {target.name} failed and nothing was replaced "
