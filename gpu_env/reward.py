@@ -3,7 +3,8 @@
 ``r_t = (Dice_t - Dice_{t-1}) + lambda * (B_t - B_{t-1})`` where ``B`` is the boundary
 F-score (default; tolerance 2 px, Euclidean) or Boundary IoU of the binary low-res mask against
 the low-res GT, computed with Kornia morphology on accelerators and with the equivalent
-max-pool decomposition on CPU (``gpu_env.metrics``; identical results, parity-tested). A telescoping sum: the episode
+separable byte decomposition on CPU (``gpu_env.metrics``; identical results, parity-tested).
+A telescoping sum: the episode
 return is the total improvement from the initial user click's mask to the last mask.
 """
 
