@@ -12,6 +12,7 @@ OBS = "observation"  # [B, 6, S, S] float: RGB in [0,1], binary mask, fg heatmap
 SAM_PROB = "sam_prob"  # [B, 1, S, S] float: sigmoid of the segmenter's logits (optional)
 IMAGE_EMBEDDING = "image_embedding"  # [B, C, h, w]: cached SAM2 image embedding (optional)
 MASK_PRIOR = "mask_prior"  # [B, 1, S, S] float: a learned image-only mask probability (optional)
+PRIOR_CLICK = "prior_click"  # [B, 2, G, G] float: RITM's click distance on the mask prior (optional)
 GT_ERROR = "gt_error"  # [B, 2, S, S] float: false-negative, false-positive maps (simulated user)
 ACTION_MASK = "action_mask"  # [B, 2 * grid**2] bool: True = action allowed (optional)
 
@@ -52,6 +53,11 @@ class EnvConfig:
     no ground truth of the episode). Training pre-trains that network (a small U-Net supervised
     by the training split's GT masks) before PPO; the same network drives the "learned clicker"
     baseline. The actor still sees no ground truth."""
+    obs_prior_click: bool = False
+    """Add the ``prior_click`` key: per action cell, RITM's click signal with the mask prior in
+    place of the GT (``gpu_env.prior_click``; the learned clicker's rule as a map over the
+    grid). Observed only with ``obs_mask_prior`` (``--no-mask-prior`` turns both off); reads no
+    ground truth."""
     action_mask: bool = True
     """Provide ``action_mask``: no click on an already clicked cell; in simulated-user mode
     also only label-consistent clicks (fg inside the false-negative region, bg inside the
@@ -63,7 +69,7 @@ class EnvConfig:
         TorchRL specs (``gpu_env.torchrl_env``) and the policy's inputs
         (``ppo.policies.build_policy``) follow."""
         optional = ((SAM_PROB, self.obs_sam_prob), (IMAGE_EMBEDDING, self.obs_image_embedding),
-                    (MASK_PRIOR, self.obs_mask_prior),
+                    (MASK_PRIOR, self.obs_mask_prior), (PRIOR_CLICK, self.obs_prior_click and self.obs_mask_prior),
                     (GT_ERROR, self.mode == "simulated_user"), (ACTION_MASK, self.action_mask))
         return (OBS, *(key for key, on in optional if on))
 

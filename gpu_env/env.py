@@ -36,11 +36,12 @@ from torch import Tensor
 
 from gpu_env import observation as O
 from gpu_env import oracle, rng
-from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB,
-                             EnvConfig, PROTOTYPE_ENV)
+from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
+                            SAM_PROB, EnvConfig, PROTOTYPE_ENV)
 from gpu_env.datasets.base import SegDataset
 from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
+from gpu_env.prior_click import prior_click_distance
 from gpu_env.row_chunks import CPU_ROW_CHUNK, by_rows
 from gpu_env.reward import boundary_gt_terms, boundary_score, step_reward
 from gpu_env import actions
@@ -356,6 +357,12 @@ class ClickEnv:
                     "that owns a MaskPrior), or turn the option off."
                 )
             obs[MASK_PRIOR] = self.mask_prior[ids]
+        if PRIOR_CLICK in keys:
+            if self.mask_prior is None:
+                raise ValueError("obs_prior_click=True needs a mask prior installed "
+                                 "(env.set_mask_prior); turn obs_mask_prior on.")
+            obs[PRIOR_CLICK] = prior_click_distance(self.mask_prior[ids], state["mask"],
+                                                    cfg.grid_size)
         if GT_ERROR in keys:
             gt = self.gt[ids]
             fn = O.resize_mask(gt & ~state["mask"], S)

@@ -12,7 +12,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB
+from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
+                            SAM_PROB)
 from gpu_env.env import ClickEnv
 
 
@@ -48,6 +49,10 @@ class SAM2ClickTorchRLEnv(EnvBase):
         if MASK_PRIOR in keys:
             obs[MASK_PRIOR] = Bounded(0.0, 1.0, shape=(B, 1, S, S), dtype=torch.float32,
                                       device=self.device)
+        if PRIOR_CLICK in keys:
+            G = cfg.grid_size
+            obs[PRIOR_CLICK] = Bounded(0.0, float(G), shape=(B, 2, G, G), dtype=torch.float32,
+                                       device=self.device)
         if IMAGE_EMBEDDING in keys:
             emb = env.segmenter.image_embedding(torch.zeros(1, dtype=torch.long, device=self.device))
             if emb is None:

@@ -38,6 +38,11 @@ class PolicyConfig:
     prior_distance: bool = False
     """Also give the policy, at grid resolution, the distance of each predicted error cell
     (prior vs mask) to the nearest correct cell: RITM's click signal with the prior as GT."""
+    prior_click_scale: float = 2.0
+    """With the env's ``prior_click`` observation: the initial beta of the actor's residual
+    bias ``logits = beta * prior_click + trunk logits`` (beta is learned; ``prior_click`` in grid
+    cells). The initial greedy action is then the learned clicker's cell, and PPO learns where to
+    differ from it. 0: no bias, the map is only a trunk input."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,8 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "segmenter": SegmenterConfig, "
 RENAMED = {"segmenter": "kind", "policy": "kind", "mask_prior": "obs_mask_prior"}
 """Flat names of runs saved before the sections whose field is named otherwise in its section."""
 
-ABSENT_MEANS = {"env.obs_mask_prior": False, "policy.prior_distance": False}
+ABSENT_MEANS = {"env.obs_mask_prior": False, "policy.prior_distance": False,
+                "env.obs_prior_click": False}
 """Settings added after runs were saved, with the value that reproduces a run saved before them
 (runs before the mask prior had none)."""
 

@@ -26,8 +26,8 @@ from tensordict.nn import InteractionType, TensorDictModule, TensorDictSequentia
 from torch import Tensor, nn
 from torchrl.modules import ProbabilisticActor, ValueOperator
 
-from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB,
-                            EnvConfig)
+from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
+                            SAM_PROB, EnvConfig)
 from gpu_env.edt import squared_edt
 from ppo.distributions import GeneratorCategorical
 from ppo.config import PolicyConfig
@@ -51,6 +51,7 @@ STATE_VALUE = "state_value"  # [B, 1], TorchRL's (and ClipPPOLoss's) value key
 
 HIDDEN_GAIN = math.sqrt(2.0)
 POLICY_GAIN = 0.01
+PRIOR_CLICK_UNIT = 4.0  # grid cells: the trunk sees prior_click / 4, about [0, 2] on polyps
 VALUE_GAIN = 1.0
 
 
@@ -166,6 +167,8 @@ class SpatialPolicy(nn.Module):
         use_mask_prior: bool = False,
         prior_width: int = 16,
         prior_distance: bool = False,
+        use_prior_click: bool = False,
+        prior_click_scale: float = 0.0,
     ) -> None:
         super().__init__()
         if obs_size < 4 or grid_size < 1 or width < 2:
@@ -181,6 +184,12 @@ class SpatialPolicy(nn.Module):
         self.use_image_embedding = use_image_embedding
         self.use_mask_prior = use_mask_prior
         self.prior_distance = prior_distance and use_mask_prior
+        self.use_prior_click = use_prior_click
+        # The residual policy's bias: logits = beta * prior_click + trunk logits, beta learned.
+        # At init the trunk's logits are ~0 (policy-head gain 0.01), so the greedy action is the
+        # cell of RITM's click on the mask prior, the learned clicker's choice.
+        self.prior_click_scale = (nn.Parameter(torch.tensor(float(prior_click_scale)))
+                                  if use_prior_click and prior_click_scale else None)
         self.embedding_channels = embedding_channels
         self.prior = None
         if use_mask_prior:
@@ -189,6 +198,7 @@ class SpatialPolicy(nn.Module):
             [OBS]
             + ([SAM_PROB] if use_sam_prob else [])
             + ([MASK_PRIOR] if use_mask_prior else [])
+            + ([PRIOR_CLICK] if use_prior_click else [])
             + ([GT_ERROR] if use_gt_error else [])
             + ([IMAGE_EMBEDDING] if use_image_embedding else [])
         )
@@ -207,7 +217,8 @@ class SpatialPolicy(nn.Module):
             else None
         )
         body: list[nn.Module] = []
-        channels = width + (embedding_proj if use_image_embedding else 0) + 2 * int(self.prior_distance)
+        channels = (width + (embedding_proj if use_image_embedding else 0)
+                    + 2 * int(self.prior_distance) + 2 * int(use_prior_click))
         for d in dilations:
             body += [layer_init(nn.Conv2d(channels, width, 3, padding=d, dilation=d)), nn.ReLU(inplace=True)]
             channels = width
@@ -225,6 +236,7 @@ class SpatialPolicy(nn.Module):
         gt_error: Tensor | None = None,
         image_embedding: Tensor | None = None,
         mask_prior: Tensor | None = None,
+        prior_click: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Observation planes ``[B, C, S, S]`` -> logits ``[B, 2*G*G]``, value ``[B, 1]``."""
         dtype = self.policy_head.weight.dtype
@@ -248,8 +260,13 @@ class SpatialPolicy(nn.Module):
             h = torch.cat([h, self.embed_proj(e)], 1)
         if self.prior_distance:
             h = torch.cat([h, prior_error_distance(mask_prior, observation[:, 3:4], G).to(dtype)], 1)
+        if self.use_prior_click:
+            click = _check_planes(PRIOR_CLICK, prior_click, 2, G)
+            h = torch.cat([h, click.to(dtype) * (1.0 / PRIOR_CLICK_UNIT)], 1)
         h = self.body(h)
         logits = self.policy_head(h).flatten(1)  # [B, 2, G, G] -> label * G*G + row * G + col
+        if self.prior_click_scale is not None:
+            logits = logits + self.prior_click_scale * click.flatten(1)
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], 1)
         return logits.float(), self.value_head(pooled).float()
 
@@ -352,7 +369,9 @@ def build_policy(policy: PolicyConfig, env: EnvConfig, seed: int,
                                 use_image_embedding=IMAGE_EMBEDDING in keys,
                                 patch_stem=policy.patch_stem, use_mask_prior=MASK_PRIOR in keys,
                                 prior_width=policy.prior_width,
-                                prior_distance=policy.prior_distance)
+                                prior_distance=policy.prior_distance,
+                                use_prior_click=PRIOR_CLICK in keys,
+                                prior_click_scale=policy.prior_click_scale)
         else:
             net = ProtoCNN(num_actions=env.num_actions, obs_size=env.obs_size,
                            use_gt_error=GT_ERROR in keys)

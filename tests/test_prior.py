@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpu_env.config import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, SAM_PROB
+from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
+                            SAM_PROB)
 from gpu_env.clickers import OracleClicker, PriorClicker
 from ppo.prior import MaskPrior, attach_prior, prior_probabilities, train_mask_prior
 from ppo.train import Trainer
@@ -18,7 +19,7 @@ from tests.test_train import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
-GT_FREE_KEYS = {OBS, SAM_PROB, MASK_PRIOR, IMAGE_EMBEDDING, ACTION_MASK}
+GT_FREE_KEYS = {OBS, SAM_PROB, MASK_PRIOR, PRIOR_CLICK, IMAGE_EMBEDDING, ACTION_MASK}
 
 
 @pytest.fixture(scope="module")
@@ -187,9 +188,9 @@ def test_the_recipe_runs_with_sam2_and_the_image_embedding(tmp_path):
     cfg = tiny(tmp_path, "sam", dataset=str(data), image_size=64, obs_size=64, grid_size=16,
                segmenter="sam2", sam2_config=TINY_CONFIG, sam2_image_size=TINY_SIZE,
                feature_cache=str(tmp_path / "cache_{split}"), obs_image_embedding=True,
-               num_envs=4, num_steps=2, total_timesteps=16, eval_images=2)
+               obs_prior_click=True, num_envs=4, num_steps=2, total_timesteps=16, eval_images=2)
     t = Trainer(cfg)
-    assert {MASK_PRIOR, IMAGE_EMBEDDING} <= set(t.policy.in_keys)
+    assert {MASK_PRIOR, PRIOR_CLICK, IMAGE_EMBEDDING} <= set(t.policy.in_keys)
     t.run()
     assert t.prior_stats["prior_steps"] == 2 and t.iteration == 2
     curves = evaluate_agent(t.envs.eval_env, t.envs.eval_data, t.policy, num_clicks=3,
@@ -200,7 +201,8 @@ def test_the_recipe_runs_with_sam2_and_the_image_embedding(tmp_path):
 
 
 def test_mask_prior_policy_forward_and_update_have_no_host_sync():
-    """The prior's planes and the grid distance maps (exact EDT) stay on the device."""
+    """The prior's planes, the grid distance maps (exact EDT) and the residual bias on
+    ``prior_click`` stay on the device."""
     from tensordict import TensorDict
 
     from ppo.loss import PPOConfig, make_ppo_loss, ppo_update
@@ -210,11 +212,13 @@ def test_mask_prior_policy_forward_and_update_have_no_host_sync():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     policy = SpatialPolicy(grid_size=8, obs_size=32, width=8, dilations=(1, 2),
-                           use_mask_prior=True, prior_width=4, prior_distance=True)
+                           use_mask_prior=True, prior_width=4, prior_distance=True,
+                           use_prior_click=True, prior_click_scale=2.0)
     ac = make_actor_critic(policy, generator=gen)
     obs = torch.rand(16, 6, 32, 32, generator=gen)
     obs[:, 3] = (obs[:, 3] > 0.5).float()
-    td = TensorDict({OBS: obs, MASK_PRIOR: torch.rand(16, 1, 32, 32, generator=gen)}, [16])
+    td = TensorDict({OBS: obs, MASK_PRIOR: torch.rand(16, 1, 32, 32, generator=gen),
+                     PRIOR_CLICK: 3 * torch.rand(16, 2, 8, 8, generator=gen)}, [16])
     with forbid_host_sync(), torch.no_grad():
         batch = ac.policy_value(td)
     batch["advantage"] = torch.randn(16, 1, generator=gen)
