@@ -42,9 +42,12 @@ import torch
 
 from gpu_env.config import PROTOTYPE_ENV, EnvConfig
 from gpu_env.env import ClickEnv
+from sam_batch.config import SegmenterConfig
+from sam_batch.factory import build_sam2_model, build_segmenter
 
 SEGMENTERS = ("weightfree", "sam2")
 SAM2_CONFIG = "sam2.1_hiera_b+"
+"""SAM2.1 b+ with random weights (seed 0): the checkpoint's architecture and cost."""
 CPU_BATCHES = (1, 16, 64, 256)
 GPU_BATCHES = (256, 1024, 4096, 16384)
 SLOW_CPU_CASES = {("weightfree", 256), ("sam2", 64), ("sam2", 256)}
@@ -301,6 +304,14 @@ def load_bench_dataset(count: int, split: str = "train"):
     return load_dataset("synthetic", split=split, size=256, count=count)
 
 
+def segmenter_config(name: str) -> SegmenterConfig:
+    """The benchmarks' config of segmenter ``name`` (one of ``SEGMENTERS``), for
+    ``sam_batch.factory``: SAM2 is ``SAM2_CONFIG`` with random weights of seed 0."""
+    if name not in SEGMENTERS:
+        raise ValueError(f"unknown segmenter {name!r}; expected one of {SEGMENTERS}")
+    return SegmenterConfig(kind=name, sam2_config=SAM2_CONFIG, sam2_checkpoint=None, sam2_seed=0)
+
+
 class BenchAssets:
     """Everything a session shares, each built on first use: the dataset, SAM2 b+ (random
     weights, same architecture and cost as the checkpoint) and its features from the real image
@@ -320,9 +331,7 @@ class BenchAssets:
 
     @functools.cached_property
     def sam2_model(self) -> torch.nn.Module:
-        from sam_batch.model import build_sam
-
-        return build_sam(SAM2_CONFIG, None, device=self.opts.device, seed=0)
+        return build_sam2_model(segmenter_config("sam2"), self.opts.device)
 
     @functools.cached_property
     def sam2_features(self):
@@ -337,23 +346,20 @@ class BenchAssets:
         return feats
 
     def segmenter(self, name: str, compiled: bool = False):
-        """The named segmenter over the benchmark images (``compiled``: torch.compile'd decode)."""
+        """The named segmenter over the benchmark images (``compiled``: torch.compile'd decode),
+        built by ``sam_batch.factory.build_segmenter``; SAM2 over the session's model and its
+        features (encoded once)."""
         key = (name, compiled)
         if key not in self._segmenters:
-            if name == "weightfree":
-                from sam_batch.geodesic import GeodesicSegmenter
-
-                seg = GeodesicSegmenter(self.data.images.to(self.opts.device))
-                if compiled:  # the geodesic decode has no compile switch of its own
-                    seg.decode = torch.compile(seg.decode, fullgraph=True, dynamic=False,
-                                               mode=self.opts.compile_mode)
-            elif name == "sam2":
-                from sam_batch.decoder import BatchedSAM2Decoder
-
-                seg = BatchedSAM2Decoder(self.sam2_model, self.sam2_features,
-                                         max_chunk=self.opts.decode_chunk, compile=compiled)
-            else:
-                raise ValueError(f"unknown segmenter {name!r}; expected one of {SEGMENTERS}")
+            cfg = segmenter_config(name)
+            sam2 = cfg.kind == "sam2"
+            seg = build_segmenter(cfg, self.data.images, self.opts.device,
+                                  model=self.sam2_model if sam2 else None,
+                                  features=self.sam2_features if sam2 else None,
+                                  max_chunk=self.opts.decode_chunk, compile=compiled and sam2)
+            if compiled and not sam2:  # the geodesic decode has no compile switch of its own
+                seg.decode = torch.compile(seg.decode, fullgraph=True, dynamic=False,
+                                           mode=self.opts.compile_mode)
             self._segmenters[key] = seg
         return self._segmenters[key]
 

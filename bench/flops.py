@@ -256,21 +256,20 @@ def cost_report(device: torch.device | str = "cpu", batch: int = 2, images: int 
     from gpu_env.env import ClickEnv
     from ppo.config import TrainConfig
     from ppo.policies import build_policy
-    from sam_batch.decoder import BatchedSAM2Decoder
     from sam_batch.encoder import SAM2Features, feature_shapes
-    from sam_batch.geodesic import GeodesicSegmenter
-    from sam_batch.model import build_sam
+    from sam_batch.factory import build_sam2_model, build_segmenter
 
-    from bench.conftest import SAM2_CONFIG, load_bench_dataset
+    from bench.conftest import SEGMENTERS, load_bench_dataset, segmenter_config
 
     device = torch.device(device)
     data = load_bench_dataset(images)
-    model = build_sam(SAM2_CONFIG, None, device=device, seed=0)
+    model = build_sam2_model(segmenter_config("sam2"), device)
     g = torch.Generator().manual_seed(0)
     feats = SAM2Features(*(torch.randn(images, *s, generator=g).to(device, torch.float16)
                            for s in feature_shapes(model)))
-    segmenters = {"weightfree": GeodesicSegmenter(data.images.to(device)),
-                  "sam2": BatchedSAM2Decoder(model, feats)}
+    segmenters = {name: build_segmenter(segmenter_config(name), data.images, device, model=model,
+                                        features=feats)
+                  for name in SEGMENTERS}
     out: dict = {"steps": {}, "roofline_h200": {}}
     for name, seg in segmenters.items():
         env = ClickEnv(seg, data, PROTOTYPE_ENV)

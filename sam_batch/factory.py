@@ -1,9 +1,10 @@
 """The one place that turns a ``SegmenterConfig`` into a ``Segmenter``: every command, the
-compatibility adapter and the benchmarks build their segmenter here."""
+compatibility adapter and the benchmarks build their segmenter (and its SAM2 model) here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,44 +13,68 @@ from torch import Tensor
 from sam_batch.config import SegmenterConfig
 from sam_batch.segmenter import Segmenter
 
+if TYPE_CHECKING:
+    from sam_batch.encoder import SAM2Features
+
+
+def build_sam2_model(cfg: SegmenterConfig, device: torch.device) -> torch.nn.Module:
+    """The SAM2 model ``cfg`` names: its checkpoint, or (without one) random weights seeded by
+    ``cfg.sam2_seed``, at ``cfg.sam2_image_size`` when set."""
+    from sam_batch.model import build_sam
+
+    return build_sam(cfg.sam2_config, cfg.sam2_checkpoint, device=device, seed=cfg.sam2_seed,
+                     image_size=cfg.sam2_image_size)
+
 
 def build_segmenter(cfg: SegmenterConfig, images: Tensor, device: torch.device, *,
                     image_ids: Sequence[str] | None = None, split: str = "all",
                     indices: list[int] | None = None,
                     originals: Callable[[], list[np.ndarray]] | None = None,
-                    model: torch.nn.Module | None = None, encode_batch_size: int = 8,
-                    progress: bool = False) -> Segmenter:
+                    model: torch.nn.Module | None = None, features: SAM2Features | None = None,
+                    encode_batch_size: int = 8, max_chunk: int | None = None,
+                    compile: bool = False, progress: bool = False) -> Segmenter:
     """The configured segmenter over ``images [N, 3, H, W]`` (the dataset's working images).
 
     ``weightfree``: ``GeodesicSegmenter`` of ``images``. ``sam2``: the batched decoder of
-    ``model`` (default: built from ``cfg``) over the images' SAM2 features, read from
-    ``cfg.feature_cache`` (``{split}`` replaced; only rows ``indices`` if given; its image ids
-    must equal ``image_ids``) or, without a cache, encoded now from ``originals()`` (the
-    original-resolution images); with neither, a ``ValueError`` says how to build the cache.
+    ``model`` (default: ``build_sam2_model(cfg)``) over the images' SAM2 features: ``features``
+    when given (encoded by ``model`` already: the benchmarks encode once per session, or use
+    random stand-ins), else read from ``cfg.feature_cache`` (``{split}`` replaced; only rows
+    ``indices`` if given; its image ids must equal ``image_ids``) or, without a cache, encoded
+    now from ``originals()`` (the original-resolution images); with none of them, a
+    ``ValueError`` says how to build the cache. ``max_chunk`` and ``compile`` are the decoder's
+    (rows per pass, ``torch.compile`` of its per-chunk pass); the weight-free segmenter has
+    neither, so ``compile=True`` with it is refused.
     """
     if cfg.kind == "weightfree":
+        if compile:
+            raise ValueError("compile=True is a SAM2 decoder setting; the weight-free segmenter "
+                             "has no compiled pass (torch.compile its decode yourself)")
         from sam_batch.geodesic import GeodesicSegmenter
 
         return GeodesicSegmenter(images.to(device))
     if cfg.kind != "sam2":
         raise ValueError(f"segmenter must be 'weightfree' or 'sam2', got {cfg.kind!r}")
     from sam_batch.decoder import BatchedSAM2Decoder
-    from sam_batch.model import build_sam, checkpoint_fingerprint
 
+    decoder = {"max_chunk": max_chunk, "compile": compile}
+    if features is not None:
+        if model is None:
+            raise ValueError("features without the model that encoded them: pass model= too")
+        return BatchedSAM2Decoder(model, features, **decoder)
     if cfg.feature_cache is None and originals is None:
         raise ValueError(
             "segmenter='sam2' needs --feature-cache: build it first with "
             "`sam2click-embed --dataset ... --out caches/<name>` for each split."
         )
     if model is None:
-        model = build_sam(cfg.sam2_config, cfg.sam2_checkpoint, device=device, seed=cfg.sam2_seed,
-                          image_size=cfg.sam2_image_size)
+        model = build_sam2_model(cfg, device)
     if cfg.feature_cache is None:
         from sam_batch.encoder import encode_images
 
         feats = encode_images(model, originals(), batch_size=encode_batch_size, progress=progress)
-        return BatchedSAM2Decoder(model, feats)
+        return BatchedSAM2Decoder(model, feats, **decoder)
     from sam_batch.cache import load_cache
+    from sam_batch.model import checkpoint_fingerprint
 
     fingerprint = checkpoint_fingerprint(cfg.sam2_checkpoint, cfg.sam2_config, cfg.sam2_seed,
                                          cfg.sam2_image_size)
@@ -60,4 +85,4 @@ def build_segmenter(cfg: SegmenterConfig, images: Tensor, device: torch.device, 
             f"feature cache {cfg.feature_cache!r} holds other images than split {split!r}; "
             f"re-run sam2click-embed for this split."
         )
-    return BatchedSAM2Decoder(model, cache)
+    return BatchedSAM2Decoder(model, cache, **decoder)
