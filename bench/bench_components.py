@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 
 from bench.bench_env import TOLERANCES
-from bench.conftest import PeakMemory, random_actions, sync
+from bench.measure import PeakMemory, random_actions, sync
 from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.env import ClickEnv
 from gpu_env.metrics import dice

@@ -20,13 +20,14 @@ import contextlib
 import pytest
 import torch
 
-from bench.conftest import OPTIONS, PeakMemory, sync
+from bench.assets import SAM2_CONFIG
+from bench.measure import PeakMemory, sync
+from bench.options import OPTIONS
 from sam_batch.decoder import BatchedSAM2Decoder
 from sam_batch.model import build_sam
 from sam_batch.reference import reference_decode
 from references.sam_fixtures import random_episodes, random_features
 
-SAM2_CONFIG = "sam2.1_hiera_b+"
 N_IMAGES = 8
 K = 5
 CPU_BATCHES = (1, 16, 64)

@@ -24,7 +24,8 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor
 
-from bench.conftest import PeakMemory, plan, random_actions, sync
+from bench.cases import plan
+from bench.measure import PeakMemory, random_actions, sync
 from references.prototype_baseline import run_episodes
 from gpu_env.config import OBS
 from gpu_env.env import ClickEnv

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from bench.bench_train import make_trainer
-from bench.conftest import PeakMemory, rss_mib, sync
+from bench.measure import PeakMemory, rss_mib, sync
 from bench.flops import count_traffic, feature_bytes_per_image
 
 GROWTH_TOLERANCE_BYTES = 1 << 20  # 1 MiB: far below one leaked rollout (B x T observations)

@@ -31,7 +31,7 @@ import dataclasses
 import torch
 
 from bench.bench_env import check_parity, fast_step, step_parity
-from bench.conftest import PeakMemory, sync
+from bench.measure import PeakMemory, sync
 from ppo.config import TrainConfig
 from ppo.factory import RunEnvs
 from ppo.gae import compute_gae

@@ -259,7 +259,7 @@ def cost_report(device: torch.device | str = "cpu", batch: int = 2, images: int 
     from sam_batch.encoder import SAM2Features, feature_shapes
     from sam_batch.factory import build_sam2_model, build_segmenter
 
-    from bench.conftest import SEGMENTERS, load_bench_dataset, segmenter_config
+    from bench.assets import SEGMENTERS, load_bench_dataset, segmenter_config
 
     device = torch.device(device)
     data = load_bench_dataset(images)
