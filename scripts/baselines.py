@@ -26,11 +26,16 @@ import tyro
 from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets.config import DataConfig
 from gpu_env.env import ClickEnv
+from ppo.command_options import DeviceConfig, EpisodesConfig, ResultsConfig
 from ppo.evaluate import evaluate_agent, report
-from ppo.factory import DeviceError, load_split, resolve_device
+from ppo.factory import DeviceError, load_split
 from ppo.run_dir import RunFolderError, check_results_folder
 from sam_batch.config import SegmenterConfig
 from sam_batch.factory import build_segmenter
+
+
+DEFAULT_OUT = Path("runs/baselines")
+"""Where the baseline table goes without ``--out`` (or with ``--out None``)."""
 
 
 @dataclass(frozen=True)
@@ -39,19 +44,10 @@ class BaselineConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
-    num_clicks: int = 20
-    """Clicks per episode, the initial one included."""
-    batch_size: int = 64
-    """Episodes at once."""
-    device: str = "auto"
-    """``auto``, ``cpu`` or ``cuda``."""
-    out: Path = Path("runs/baselines")
-    """Output folder (results.json/csv, dice_vs_clicks.png); one that already holds results
-    is refused unless ``--overwrite``."""
-    overwrite: bool = False
-    """Replace the results already in ``out``."""
-    seed: int = 0
-    """Seed of the random clicker and of the learned clicker's training."""
+    episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    results: ResultsConfig = field(default_factory=lambda: ResultsConfig(out=DEFAULT_OUT))
+    """Results go to ``runs/baselines`` unless ``--out`` (there is no checkpoint to put them beside)."""
     prior_steps: int = 1200
     """Training updates of the learned clicker's network on ``train_split`` (0: no
     learned-clicker row)."""
@@ -70,9 +66,9 @@ def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.devi
     gt = train.masks.to(device).bool()
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.episodes.seed)
         prior = MaskPrior(width=cfg.prior_width).to(device)
-    stats = train_mask_prior(prior, rgb, gt, steps=cfg.prior_steps, seed=cfg.seed)
+    stats = train_mask_prior(prior, rgb, gt, steps=cfg.prior_steps, seed=cfg.episodes.seed)
     env.set_mask_prior(prior_probabilities(prior, env.rgb))
     return (f"U-Net width {cfg.prior_width} trained on {len(train)} {cfg.data.train_split} images, "
             f"{stats.steps} steps in {stats.seconds:.0f} s")
@@ -80,15 +76,11 @@ def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.devi
 
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(tyro.conf.OmitArgPrefixes[BaselineConfig], args=argv, description=__doc__)
-    for name in ("batch_size", "num_clicks"):
-        value = getattr(cfg, name)
-        if value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise SystemExit(f"scripts.baselines: error: {flag} must be >= 1, got {value}; "
-                             f"pass e.g. {flag} {20 if name == 'num_clicks' else 64}.")
+    cfg.episodes.check("scripts.baselines")
+    out = cfg.results.out or DEFAULT_OUT
     try:
-        device = resolve_device(cfg.device)
-        check_results_folder(cfg.out, overwrite=cfg.overwrite)
+        device = cfg.device.resolve()
+        check_results_folder(out, overwrite=cfg.results.overwrite)
     except (DeviceError, RunFolderError) as err:
         raise SystemExit(f"scripts.baselines: error: {err}") from err
     data = load_split(cfg.data, cfg.data.eval_split, cfg.data.eval_images)
@@ -107,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     trained = ""
     if cfg.prior_steps:
         trained = train_learned_clicker(cfg, env, device)
-    curves = evaluate_agent(env, data, None, num_clicks=cfg.num_clicks,
-                            batch_size=cfg.batch_size, seed=cfg.seed)
+    ep = cfg.episodes
+    curves = evaluate_agent(env, data, None, num_clicks=ep.num_clicks, batch_size=ep.batch_size,
+                            seed=ep.seed)
     meta = {"segmenter": label, "dataset": cfg.data.dataset, "split": cfg.data.eval_split,
             "images": len(data), "command": " ".join(["sam2click-baselines", *(argv or sys.argv[1:])])}
     if trained:
@@ -116,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{label} on {len(data)} {cfg.data.dataset}/{cfg.data.eval_split} images\n")
     if trained:
         print(f"learned clicker: {trained}\n")
-    print(report(curves, cfg.out, meta))
-    print(f"\nresults written to {cfg.out}")
+    print(report(curves, out, meta))
+    print(f"\nresults written to {out}")
     return 0
 
 

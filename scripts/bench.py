@@ -28,13 +28,13 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
-from ppo.factory import resolve_device
 import tyro
+
+from ppo.command_options import DeviceConfig, flat_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class BenchConfig:
     """Run bench/ and write a JSON + Markdown report under ``out_dir``."""
 
-    device: str = "auto"
-    """``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     bf16: bool = False
     """bf16 features and ``torch.autocast`` (gated by parity with eager fp32)."""
     compile: bool = False
@@ -302,14 +301,14 @@ def _portable(cmd: list[str], raw_path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(BenchConfig, args=argv, description=__doc__)
+    cfg = tyro.cli(tyro.conf.OmitArgPrefixes[BenchConfig], args=argv, description=__doc__)
     if not (ROOT / "bench" / "conftest.py").is_file():
         raise SystemExit(f"sam2click-bench runs the suites in bench/ of a source checkout; none "
                          f"at {ROOT / 'bench'}: run it from a clone of the repository "
                          f"(pip install -e '.[test]').")
     from bench.flops import cost_report, peaks_for
 
-    device = resolve_device(cfg.device)
+    device = cfg.device.resolve()
     name = device_name(device)
     peak = peaks_for(name) if device.type == "cuda" else peaks_for("H200")
     peak = (cfg.peak_tflops * 1e12 if cfg.peak_tflops else peak[0],
@@ -345,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             "script_command": "python -m scripts.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "pytest_exit": status, "peak_tflops": peak[0] / 1e12, "bandwidth_tbs": peak[1] / 1e12,
             "config": {k: (_relative(v) if isinstance(v, Path) else v)
-                       for k, v in dataclasses.asdict(cfg).items()},
+                       for k, v in flat_settings(cfg).items()},
             "log": _relative(log_path)}
     report = {"meta": meta, "rows": rows, "cost": cost,
               "pytest_benchmark": {k: raw.get(k) for k in ("machine_info", "commit_info", "version")}}

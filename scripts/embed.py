@@ -10,17 +10,16 @@ An interrupted run resumes where it stopped when started again with the same arg
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import tyro
 
-from ppo.factory import resolve_device
+from ppo.command_options import DeviceConfig, flat_settings
 from sam_batch.atomic_io import DiskFullError
 from sam_batch.cache import CacheMeta, encode_to_cache, size_report
 from sam_batch.model import build_sam, checkpoint_fingerprint, resolve_config
@@ -28,7 +27,12 @@ from sam_batch.model import build_sam, checkpoint_fingerprint, resolve_config
 
 @dataclass
 class EmbedConfig:
-    """Encode a dataset with SAM2's image encoder into a feature cache directory."""
+    """Encode a dataset with SAM2's image encoder into a feature cache directory.
+
+    ``--batch-size``, ``--out``, ``--overwrite`` and ``--seed`` are this command's own (images
+    per encoder forward, the cache directory, re-encoding a sound cache, the random SAM2
+    weights), not the evaluation commands' settings of the same names
+    (``ppo.command_options``)."""
 
     dataset: str = "synthetic"
     """Image source: ``synthetic``, ``kvasir:<path to Kvasir-SEG>``, ``folder:<path>`` or an image/mask folder path."""
@@ -49,8 +53,7 @@ class EmbedConfig:
     """Seed of the random weights (used only without a checkpoint)."""
     image_size: int | None = None
     """Override SAM2's 1024 input side (multiple of 32); for small random-weight tests only."""
-    device: str = "auto"
-    """Device to encode on: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1``..."""
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     batch_size: int = 4
     """Images per encoder forward."""
     dtype: Literal["float16", "bfloat16"] = "float16"
@@ -89,7 +92,7 @@ def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size {cfg.batch_size} must be >= 1")
     config_name, _ = resolve_config(cfg.config)
-    device = resolve_device(cfg.device)  # before any work: `--device cuda` without CUDA says so
+    device = cfg.device.resolve()  # before any work: `--device cuda` without CUDA says so
     if cfg.checkpoint is None:
         msg = (f"NO --checkpoint GIVEN: encoding with RANDOM {config_name} weights (seed {cfg.seed}). "
                "The features are meaningless for segmentation; use this only for tests/benchmarks.")
@@ -101,7 +104,7 @@ def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta
     model = build_sam(cfg.config, cfg.checkpoint, device=device, seed=cfg.seed, image_size=cfg.image_size)
     fingerprint = checkpoint_fingerprint(cfg.checkpoint, cfg.config, cfg.seed, cfg.image_size)
     out = cfg.out if cfg.out is not None else default_out(cfg)
-    resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in flat_settings(cfg).items()}
     resolved["out"] = str(out)
     meta = encode_to_cache(
         model,
@@ -122,7 +125,7 @@ def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(EmbedConfig, args=argv, description=__doc__)
+    cfg = tyro.cli(tyro.conf.OmitArgPrefixes[EmbedConfig], args=argv, description=__doc__)
     try:
         out, meta = embed(cfg)
     except (ValueError, DiskFullError) as e:  # CacheError, SAM2LoadError, bad flags: say it plainly

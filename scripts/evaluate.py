@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import tyro
 
 from ppo.checkpoint import CheckpointError, load_checkpoint
+from ppo.command_options import DeviceConfig, EpisodesConfig, ResultsConfig, require_positive
 from ppo.config import TrainConfig
 from ppo.evaluate import evaluate_agent, report
-from ppo.factory import DeviceError, build_envs, resolve_device
+from ppo.factory import DeviceError, build_envs
 from ppo.policies import build_policy
 from ppo.prior import attach_prior
 from ppo.run_dir import RunFolderError, check_results_folder
@@ -41,27 +41,17 @@ class EvaluateConfig:
 
     checkpoint: str
     """Checkpoint written by scripts.train (best.pt, last.pt or ckpt_<iter>.pt)."""
-    out: str | None = None
-    """Output folder for results.json/csv and the plot (default:
-    ``<checkpoint dir>/eval_<checkpoint name>_<split>``, e.g. ``runs/x/eval_best_val``)."""
-    overwrite: bool = False
-    """Replace the results already in the output folder (refused without it)."""
-    device: str = "auto"
-    """``auto``, ``cpu`` or ``cuda``."""
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     dataset: str | None = None
     """Override the run's dataset (e.g. ``synthetic:7``: frames of another generator seed)."""
     eval_split: str | None = None
     """Override the run's evaluation split."""
     eval_images: int | None = None
     """Override the number of held-out images."""
-    num_clicks: int = 20
-    """Clicks per episode (the initial one included; NoC needs 20)."""
-    batch_size: int = 64
-    """Episodes evaluated at once."""
+    episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     baselines: bool = True
     """Also evaluate the oracle, no-further-clicks and random baselines."""
-    seed: int = 0
-    """Seed of the random-click baseline."""
 
 
 def default_out(checkpoint: Path, split: str, dataset: str | None = None) -> Path:
@@ -75,16 +65,12 @@ def default_out(checkpoint: Path, split: str, dataset: str | None = None) -> Pat
 
 def check_args(args: EvaluateConfig) -> None:
     """Reject values that cannot work, naming them (before any loading)."""
-    for name, value in (("batch_size", args.batch_size), ("num_clicks", args.num_clicks),
-                        ("eval_images", args.eval_images)):
-        if value is not None and value < 1:
-            raise SystemExit(f"scripts.evaluate: error: --{name.replace('_', '-')} must be >= 1, "
-                             f"got {value}; pass e.g. --{name.replace('_', '-')} "
-                             f"{20 if name == 'num_clicks' else 64}.")
+    args.episodes.check("scripts.evaluate")
+    require_positive("scripts.evaluate", eval_images=args.eval_images)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(EvaluateConfig, args=argv, description=__doc__)
+    args = tyro.cli(tyro.conf.OmitArgPrefixes[EvaluateConfig], args=argv, description=__doc__)
     check_args(args)
     try:
         return evaluate(args)
@@ -94,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(args: EvaluateConfig) -> int:
     path = Path(args.checkpoint)
-    device = resolve_device(args.device)
+    device = args.device.resolve()
     ck = load_checkpoint(path, map_location=device)
     if "config" not in ck or "model" not in ck:
         raise CheckpointError(f"{str(path)!r} is a checkpoint but not one written by "
@@ -109,15 +95,16 @@ def evaluate(args: EvaluateConfig) -> int:
     if args.eval_images is not None:
         changes["eval_images"] = args.eval_images
     cfg = cfg.replace(**changes)
-    out = Path(args.out) if args.out else default_out(path, cfg.data.eval_split, args.dataset)
-    check_results_folder(out, overwrite=args.overwrite)
+    out = args.results.out or default_out(path, cfg.data.eval_split, args.dataset)
+    check_results_folder(out, overwrite=args.results.overwrite)
     envs = build_envs(cfg, device, train=False)
     policy = build_policy(cfg.policy, cfg.env, cfg.run.seed, device)
     policy.load_state_dict(ck["model"])
     attach_prior(policy, envs.eval_env)  # the agent's mask prior, and the learned clicker's
-    curves = evaluate_agent(envs.eval_env, envs.eval_data, policy, num_clicks=args.num_clicks,
-                            batch_size=args.batch_size, seed=args.seed, baselines=args.baselines)
-    meta = {"checkpoint": str(path), "config": cfg.to_dict(), "num_clicks": args.num_clicks}
+    ep = args.episodes
+    curves = evaluate_agent(envs.eval_env, envs.eval_data, policy, num_clicks=ep.num_clicks,
+                            batch_size=ep.batch_size, seed=ep.seed, baselines=args.baselines)
+    meta = {"checkpoint": str(path), "config": cfg.to_dict(), "num_clicks": ep.num_clicks}
     print(report(curves, out, meta, table_clicks=cfg.env.max_clicks))
     print(f"\nresults written to {out}")
     return 0

@@ -11,7 +11,7 @@ Each mode is a subcommand with its own config dataclass; add a mode by adding an
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import tyro
 from gpu_env.datasets import load_dataset
 from gpu_env.evaluation import new_figure, save_figure
 from gpu_env.visualize import contact_sheet, overlay_outlines, save_png
+from ppo.command_options import DeviceConfig
 
 
 @dataclass
@@ -81,8 +82,8 @@ class EpisodeStrips:
     """Number of held-out episodes rendered."""
     clicks: int = 6
     """Clicks per episode (the initial user click included)."""
-    device: str = "cpu"
-    """Where the env runs."""
+    device: DeviceConfig = field(default_factory=lambda: DeviceConfig("cpu"))
+    """The CPU by default: a handful of episodes needs no GPU (``--device auto`` uses one)."""
 
 
 def _strip(image: np.ndarray, gt: np.ndarray, ep: dict, path: Path, title: str) -> Path:
@@ -114,10 +115,10 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
     from ppo.checkpoint import load_checkpoint
     from ppo.config import TrainConfig
     from ppo.evaluate import greedy_actor
-    from ppo.factory import build_envs, resolve_device
+    from ppo.factory import build_envs
     from ppo.policies import build_policy
 
-    device = resolve_device(cfg.device)
+    device = cfg.device.resolve()
     if cfg.checkpoint:
         ck = load_checkpoint(cfg.checkpoint, map_location=device)
         tcfg = TrainConfig.from_dict(json.loads(ck["config"])).replace(eval_images=cfg.episodes)

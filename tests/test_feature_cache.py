@@ -282,17 +282,22 @@ def test_embed_cli_parses_config() -> None:
 
     from scripts.embed import EmbedConfig, default_out
 
-    cfg = tyro.cli(EmbedConfig, args=["--dataset", "kvasir:/data/Kvasir-SEG", "--config", "t", "--image-size", "128",
-                                      "--dtype", "bfloat16", "--checkpoint", "w.pt", "--batch-size", "8"])
+    cfg = tyro.cli(tyro.conf.OmitArgPrefixes[EmbedConfig],  # as sam2click-embed parses it
+                   args=["--dataset", "kvasir:/data/Kvasir-SEG", "--config", "t", "--image-size", "128",
+                         "--dtype", "bfloat16", "--checkpoint", "w.pt", "--batch-size", "8",
+                         "--device", "cpu"])
     assert (cfg.config, cfg.image_size, cfg.dtype, cfg.checkpoint, cfg.batch_size) == ("t", 128, "bfloat16", Path("w.pt"), 8)
+    assert cfg.device.device == "cpu"
     assert default_out(cfg) == Path("caches/kvasir-all__sam2.1_hiera_t@128")
 
 
 def test_embed_core_on_in_memory_dataset(tmp_path: Path, images: list[np.ndarray]) -> None:
+    from ppo.command_options import DeviceConfig
     from scripts.embed import EmbedConfig, embed
 
     ds = _in_memory_dataset(images[:3])
-    cfg = EmbedConfig(config="t", image_size=SIZE, device="cpu", batch_size=2, out=tmp_path / "emb", progress=False)
+    cfg = EmbedConfig(config="t", image_size=SIZE, device=DeviceConfig("cpu"), batch_size=2,
+                      out=tmp_path / "emb", progress=False)
     with pytest.warns(UserWarning, match="RANDOM sam2.1_hiera_t weights"):
         out, meta = embed(cfg, dataset=ds)
     cache = load_cache(out, expect_config=TINY_CONFIG, expect_fingerprint=FP)
