@@ -40,7 +40,11 @@ DEFAULT_OUT = Path("runs/baselines")
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """Evaluate the baseline clickers on a held-out split (``eval_split``, ``eval_images``)."""
+    """Evaluate the baseline clickers on a held-out split (``eval_split``, ``eval_images``).
+
+    ``prior_steps``/``prior_width`` size the learned clicker's mask prior, the network that
+    training sizes with the policy section's settings of the same names; this command has no
+    policy section (it has no agent), so it declares the two it needs."""
 
     data: DataConfig = field(default_factory=DataConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

@@ -41,7 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class BenchConfig:
-    """Run bench/ and write a JSON + Markdown report under ``out_dir``."""
+    """Run bench/ and write a JSON + Markdown report under ``out_dir``.
+
+    ``compile`` and ``out_dir`` are the benchmark run's (the suite's ``--bench-compile``, the
+    reports' folder), not a training run's settings of the same names."""
 
     device: DeviceConfig = field(default_factory=DeviceConfig)
     bf16: bool = False

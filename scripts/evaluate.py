@@ -37,7 +37,10 @@ def user_message(err: BaseException) -> str:
 
 @dataclass
 class EvaluateConfig:
-    """Evaluate a checkpoint on held-out images."""
+    """Evaluate a checkpoint on held-out images.
+
+    ``dataset``, ``eval_split`` and ``eval_images`` override the checkpoint's data section
+    (None: the run's own value), so they have no default of their own."""
 
     checkpoint: str
     """Checkpoint written by scripts.train (best.pt, last.pt or ckpt_<iter>.pt)."""

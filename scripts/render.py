@@ -26,7 +26,10 @@ from ppo.command_options import DeviceConfig
 
 @dataclass
 class DatasetSheet:
-    """Contact sheet of a dataset's working images with their masks outlined."""
+    """Contact sheet of a dataset's working images with their masks outlined.
+
+    ``out`` is one PNG file, ``count`` the frames shown and ``seed`` the synthetic generator's:
+    not the settings of the same names of the other commands."""
 
     out: Path = Path("docs/images/synthetic_contact_sheet.png")
     """PNG to write."""
