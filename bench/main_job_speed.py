@@ -6,7 +6,8 @@
 For each checkout, in fresh subprocesses taking turns (``--repeats`` times), it builds the main
 job's trainer with the default config (only the run folder, logging and progress bars are
 changed, and the mask prior is left untrained: pre-training is the same code in both and is
-not an env step), runs one warm-up PPO iteration, then times ``--iterations`` iterations of
+not an env step; a checkout whose command keeps freed host memory, ``gpu_env.host_allocator``,
+does so here too), runs one warm-up PPO iteration, then times ``--iterations`` iterations of
 ``Trainer.iterate()`` (rollout + GAE + update). It also times the two halves of an iteration
 in this checkout (``collect`` and ``ppo_update``). Prints env steps/s per checkout, the ratio,
 and writes the figures as JSON with ``--out``.
@@ -32,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # sectioned ones both work.
 SETUP = r"""
 import dataclasses, json, sys, tempfile, time
+try:  # what the checkout's sam2click-train does at its entry point (checkouts that have it)
+    from gpu_env.host_allocator import keep_freed_memory
+    keep_freed_memory()
+except ImportError:
+    pass
 import torch
 from ppo.config import TrainConfig
 import ppo.train as T

@@ -24,6 +24,7 @@ import torch
 import tyro
 
 from gpu_env.config import PROTOTYPE_ENV
+from gpu_env.host_allocator import keep_freed_memory
 from gpu_env.datasets.config import DataConfig
 from gpu_env.env import ClickEnv
 from ppo.command_options import DeviceConfig, EpisodesConfig, ResultsConfig
@@ -81,6 +82,7 @@ def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.devi
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(tyro.conf.OmitArgPrefixes[BaselineConfig], args=argv, description=__doc__)
     cfg.episodes.check("scripts.baselines")
+    keep_freed_memory()  # process-wide allocator choice, made here at the entry point
     out = cfg.results.out or DEFAULT_OUT
     try:
         device = cfg.device.resolve()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import tyro
 
+from gpu_env.host_allocator import keep_freed_memory
 from ppo.checkpoint import CheckpointError, load_checkpoint
 from ppo.command_options import DeviceConfig, EpisodesConfig, ResultsConfig, require_positive
 from ppo.config import TrainConfig
@@ -75,6 +76,7 @@ def check_args(args: EvaluateConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(tyro.conf.OmitArgPrefixes[EvaluateConfig], args=argv, description=__doc__)
     check_args(args)
+    keep_freed_memory()  # process-wide allocator choice, made here at the entry point
     try:
         return evaluate(args)
     except USER_ERRORS as err:

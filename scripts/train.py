@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from gpu_env.host_allocator import keep_freed_memory
 from ppo import distributed as dist_utils
 from ppo.checkpoint import CheckpointError
 from ppo.config import TrainConfig
@@ -72,6 +73,7 @@ def evaluate_run(trainer: Trainer) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_cli(argv, description=__doc__)
+    keep_freed_memory()  # process-wide allocator choice, made here at the entry point
     try:
         train_and_evaluate(cfg)
     except USER_ERRORS as err:
