@@ -357,10 +357,7 @@ class ClickEnv:
                     "that owns a MaskPrior), or turn the option off."
                 )
             obs[MASK_PRIOR] = self.mask_prior[ids]
-        if PRIOR_CLICK in keys:
-            if self.mask_prior is None:
-                raise ValueError("obs_prior_click=True needs a mask prior installed "
-                                 "(env.set_mask_prior); turn obs_mask_prior on.")
+        if PRIOR_CLICK in keys:  # only with MASK_PRIOR, whose check above covers a missing prior
             obs[PRIOR_CLICK] = prior_click_distance(self.mask_prior[ids], state["mask"],
                                                     cfg.grid_size)
         if GT_ERROR in keys:

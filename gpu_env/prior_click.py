@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpu_env.edt import squared_edt
+from gpu_env.oracle import error_distances
 
 __all__ = ["prior_click_distance", "PRIOR_CLICK_RESOLUTION_PER_CELL"]
 
@@ -35,13 +35,11 @@ the exact (O(R^3)) distance transform costs ~0.2 ms per row on a CPU core."""
 def prior_click_distance(prior: Tensor, mask: Tensor, grid_size: int) -> Tensor:
     """``prior [B, 1, S, S]`` probabilities and ``mask [B, M, M]`` bool -> ``[B, 2, G, G]``
     float32 distances in grid cells (see the module docstring). Both maps are area-resampled to
-    ``R = 2 G`` and thresholded at 0.5; exact Euclidean distance transform, no host read."""
-    G = grid_size
-    R = PRIOR_CLICK_RESOLUTION_PER_CELL * G
-    B = prior.shape[0]
-    p = F.adaptive_avg_pool2d(prior.to(torch.float32), R) > 0.5
-    m = F.adaptive_avg_pool2d(mask[:, None].to(torch.float32), R) > 0.5
-    err = torch.cat((p & ~m, m & ~p), dim=1)  # [B, 2, R, R]: fn (fg click), fp (bg click)
-    padded = F.pad(err.flatten(0, 1), (1, 1, 1, 1), value=False)
-    dist = squared_edt(padded)[:, 1:-1, 1:-1].sqrt() * (1.0 / PRIOR_CLICK_RESOLUTION_PER_CELL)
-    return F.max_pool2d(dist.view(B, 2, R, R), PRIOR_CLICK_RESOLUTION_PER_CELL)
+    ``R = 2 G`` and thresholded at 0.5; then the RITM oracle's own padded error distances
+    (``gpu_env.oracle.error_distances``, the prior as the target): exact, no host read."""
+    R = PRIOR_CLICK_RESOLUTION_PER_CELL * grid_size
+    p = F.adaptive_avg_pool2d(prior.to(torch.float32), R)[:, 0] > 0.5
+    m = F.adaptive_avg_pool2d(mask[:, None].to(torch.float32), R)[:, 0] > 0.5
+    fn_sq, fp_sq = error_distances(m, p)  # fn: a foreground click, fp: a background click
+    dist = torch.stack((fn_sq, fp_sq), dim=1).sqrt() * (1.0 / PRIOR_CLICK_RESOLUTION_PER_CELL)
+    return F.max_pool2d(dist, PRIOR_CLICK_RESOLUTION_PER_CELL)
