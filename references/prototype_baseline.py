@@ -65,6 +65,19 @@ class Predictor(Protocol):
         ...
 
 
+def _prompt_tensors(point_coords: np.ndarray, point_labels: np.ndarray,
+                    mask_input: np.ndarray | None, device: torch.device, label_dtype: torch.dtype
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One episode's host prompt (SAM2ImagePredictor's arrays) as batch-of-one device tensors:
+    coords float32 ``[1, K, 2]``, labels ``label_dtype`` ``[1, K]``, mask input ``[1, 1, h, w]``."""
+    coords = torch.as_tensor(point_coords, dtype=torch.float32, device=device)[None]
+    labels = torch.as_tensor(point_labels, dtype=label_dtype, device=device)[None]
+    m_in = None
+    if mask_input is not None:
+        m_in = torch.as_tensor(mask_input, dtype=torch.float32, device=device)[None]
+    return coords, labels, m_in
+
+
 class SAM2Predictor:
     """``SAM2ImagePredictor.predict`` on cached features, one episode per call.
 
@@ -93,11 +106,8 @@ class SAM2Predictor:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._embed is None:
             raise RuntimeError("call set_image(index) before predict()")
-        coords = torch.as_tensor(point_coords, dtype=torch.float32, device=self.device)[None]
-        labels = torch.as_tensor(point_labels, dtype=torch.int32, device=self.device)[None]
-        m_in = None
-        if mask_input is not None:
-            m_in = torch.as_tensor(mask_input, dtype=torch.float32, device=self.device)[None]
+        coords, labels, m_in = _prompt_tensors(point_coords, point_labels, mask_input,
+                                               self.device, torch.int32)
         low_res, iou = predict_one(self.model, self._embed, self._high, coords, labels, m_in,
                                    multimask_output)
         logits = low_res[0].float().cpu().numpy()
@@ -123,11 +133,8 @@ class WeightFreePredictor:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._index is None:
             raise RuntimeError("call set_image(index) before predict()")
-        coords = torch.as_tensor(point_coords, dtype=torch.float32, device=self.device)[None]
-        labels = torch.as_tensor(point_labels, dtype=torch.int64, device=self.device)[None]
-        m_in = None
-        if mask_input is not None:
-            m_in = torch.as_tensor(mask_input, dtype=torch.float32, device=self.device)[None]
+        coords, labels, m_in = _prompt_tensors(point_coords, point_labels, mask_input,
+                                               self.device, torch.int64)
         out = self.segmenter.decode(self._index, coords, labels, mask_input=m_in,
                                     multimask=multimask_output)
         logits = out.logits[0].float().cpu().numpy()
