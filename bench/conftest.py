@@ -18,6 +18,9 @@ Options (each also read from an environment variable, handy for ``scripts/bench.
 ``--bench-decode-chunk``   ``BENCH_DECODE_CHUNK``  rows per SAM2 decode pass (default: the decoder's, 4 on CPU / 256 on CUDA)
 =========================  ======================  ============================================
 
+``--bench-system-allocator`` (``BENCH_SYSTEM_ALLOCATOR=1``): leave glibc's allocator as it is. By
+default a session keeps freed host memory as the commands do (``gpu_env.host_allocator``).
+
 Every opt-in fast path is gated: before it is timed, a case compares it with eager fp32 on the
 same inputs and fails if they disagree beyond the stated tolerance (see ``bench_env.py``).
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from gpu_env.host_allocator import keep_freed_memory
+
 
 def add_options(parser: pytest.Parser) -> None:
     """The suite's command-line options (``bench/conftest.py``'s ``pytest_addoption``)."""
@@ -28,6 +30,9 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--bench-decode-chunk", type=int, default=None,
                 help="rows per SAM2 decoder pass (BatchedSAM2Decoder.max_chunk; default: its device default, 4 on CPU, 256 on CUDA); "
                      "env BENCH_DECODE_CHUNK")
+    g.addoption("--bench-system-allocator", action="store_true", default=False,
+                help="leave glibc's allocator as it is, i.e. do not keep freed memory as the "
+                     "commands do (gpu_env.host_allocator); env BENCH_SYSTEM_ALLOCATOR=1")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,8 @@ class BenchOptions:
     compile_mode: str
     cuda_graphs: bool
     decode_chunk: int | None
+    keep_freed_memory: bool
+    """The session keeps freed host memory, as the commands do (``gpu_env.host_allocator``)."""
 
     @property
     def precision(self) -> str:
@@ -67,7 +74,8 @@ class BenchOptions:
         return {"device": str(self.device), "precision": self.precision, "path": self.label,
                 "compile": self.compile, "compile_mode": self.compile_mode,
                 "cuda_graphs": self.cuda_graphs, "feature_dtype": str(self.feature_dtype),
-                "decode_chunk": self.decode_chunk, "torch_threads": torch.get_num_threads(),
+                "decode_chunk": self.decode_chunk, "keep_freed_memory": self.keep_freed_memory,
+                "torch_threads": torch.get_num_threads(),
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
@@ -105,9 +113,11 @@ def resolve_options(config: pytest.Config) -> BenchOptions:
                                 "max-autotune or max-autotune-no-cudagraphs")
     if images < 1 or (chunk is not None and chunk < 1):
         raise pytest.UsageError(f"--bench-images={images} and --bench-decode-chunk={chunk} must be >= 1")
+    # Process-wide, like the commands' entry points: a session measures what they get.
+    kept = False if _flag(config, "--bench-system-allocator", "BENCH_SYSTEM_ALLOCATOR") else keep_freed_memory()
     return BenchOptions(device=device, images=images, bf16=_flag(config, "--bench-bf16", "BENCH_BF16"),
                         compile=_flag(config, "--bench-compile", "BENCH_COMPILE"), compile_mode=mode,
-                        cuda_graphs=graphs, decode_chunk=chunk)
+                        cuda_graphs=graphs, decode_chunk=chunk, keep_freed_memory=kept)
 
 
 OPTIONS = pytest.StashKey[BenchOptions]()

@@ -42,6 +42,7 @@ from gpu_env.datasets.base import SegDataset
 from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
 from gpu_env.prior_click import prior_click_distance
+from gpu_env.host_allocator import keeps_freed_memory
 from gpu_env.row_chunks import CPU_ROW_CHUNK, by_rows
 from gpu_env.reward import boundary_gt_terms, boundary_score, step_reward
 from gpu_env import actions
@@ -60,9 +61,14 @@ class ClickEnv:
       init_chunk: batch size used to precompute the per-image initial episode.
       row_chunk: ``step``/``step_autoreset``/``observe``/``reset`` process at most this many rows
         at a time and concatenate (rows are independent, so the result is the same bitwise;
-        tested). ``None``: 32 on a CPU, where a 32-row working set (~10 MiB) stays in cache and
-        the per-row cost then no longer rises with B; the whole batch on an accelerator. Keep
-        it a multiple of the segmenter's own CPU chunk (geodesic: 16; SAM2: 4).
+        tested). ``None``: the whole batch, except on a CPU in a process that returns freed
+        memory to the OS (glibc's default; ``gpu_env.host_allocator``): 32 rows there, since
+        every whole-batch temporary above glibc's mmap threshold would be faulted in afresh on
+        every step (measured, weight-free, 1 thread, ms per row at B = 16/64/256: whole batch
+        1.52/1.40/2.88, 32-row chunks 1.36/1.54/1.86; with ``keep_freed_memory()`` whole batch
+        1.39/1.36/1.37, 32-row chunks 1.34/1.47/1.47, the concatenation of the chunks being
+        the difference). Keep it a multiple of the segmenter's own CPU chunk (geodesic: 16;
+        SAM2: 4).
     """
 
     def __init__(self, segmenter: Segmenter, dataset: SegDataset, config: EnvConfig = PROTOTYPE_ENV,
@@ -84,7 +90,7 @@ class ClickEnv:
         if row_chunk is not None and row_chunk < 1:
             raise ValueError(f"row_chunk={row_chunk} must be >= 1 (or None for the device default)")
         self.row_chunk = row_chunk if row_chunk is not None else (
-            CPU_ROW_CHUNK if self.device.type == "cpu" else None)
+            CPU_ROW_CHUNK if self.device.type == "cpu" and not keeps_freed_memory() else None)
         self.num_images = len(dataset)
         self.mask_size = M = segmenter.mask_size
         self.input_size = segmenter.input_size

@@ -13,10 +13,12 @@ main job went from 3.7 million minor faults and 6.7 s of system time to 12 fault
 Results are unchanged (only where memory comes from changes; ``tests/test_host_allocator.py``
 trains twice and compares the weights bit for bit); peak resident memory rose ~5 %.
 
-It changes the whole process, so library code never calls it: the command entry points do
-(``sam2click-train``, ``-evaluate``, ``-baselines``, ``-seeds``; not the benchmarks, which
-measure the library as a caller that made no such choice would get it). A no-op returning
-False where the C library has no ``mallopt`` (macOS, musl) or refuses the values.
+It changes the whole process, so library code never calls it: the entry points do
+(``sam2click-train``, ``-evaluate``, ``-baselines``, ``-seeds``, and the benchmarks, which
+measure what those commands get; ``--bench-system-allocator`` measures without it). Library code
+may ask ``keeps_freed_memory()``: ``ClickEnv`` then runs its CPU steps over the whole batch
+instead of 32-row chunks, since a whole-batch working set no longer costs page faults. A no-op
+returning False where the C library has no ``mallopt`` (macOS, musl) or refuses the values.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ import ctypes
 import ctypes.util
 import sys
 
-__all__ = ["keep_freed_memory", "TRIM_THRESHOLD"]
+__all__ = ["keep_freed_memory", "keeps_freed_memory", "TRIM_THRESHOLD"]
 
 TRIM_THRESHOLD = 1 << 30
 """Bytes of free memory at the top of a heap kept before glibc returns it to the OS."""
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 _M_MMAP_MAX = -4
+
+_keeping = False  # set once by keep_freed_memory(); read by keeps_freed_memory()
 
 
 def keep_freed_memory() -> bool:
@@ -46,4 +50,11 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    global _keeping
+    _keeping = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _keeping
+
+
+def keeps_freed_memory() -> bool:
+    """Whether ``keep_freed_memory()`` took effect in this process (an entry point called it)."""
+    return _keeping

@@ -102,7 +102,6 @@ def test_row_chunks_give_the_whole_batch_result_bitwise():
     cfg = replace(PROTOTYPE_ENV, max_clicks=2, obs_sam_prob=True, action_mask=True)
     whole = ClickEnv(seg, data, cfg, row_chunk=1000)
     chunked = ClickEnv(seg, data, cfg, row_chunk=16)  # 40 rows: chunks of 16, 16, 8
-    assert ClickEnv(seg, data, cfg).row_chunk == 32  # the CPU default
     g = torch.Generator().manual_seed(4)
     a, b = whole.initial_state(40, 1), chunked.initial_state(40, 1)
     for t in range(5):
@@ -120,3 +119,17 @@ def test_row_chunks_give_the_whole_batch_result_bitwise():
             assert torch.equal(oa[k], ob[k]), k
     with pytest.raises(ValueError, match="row_chunk=0"):
         ClickEnv(seg, data, cfg, row_chunk=0)
+
+
+def test_cpu_row_chunk_default_follows_the_host_allocator(monkeypatch):
+    """32-row chunks on a CPU unless the process keeps freed memory (an entry point called
+    ``keep_freed_memory``), where the whole batch is one pass."""
+    import gpu_env.host_allocator as host_allocator
+
+    data = load_dataset("synthetic", split="train", size=256, count=2)
+    seg = GeodesicSegmenter(data.images)
+    monkeypatch.setattr(host_allocator, "_keeping", False)
+    assert ClickEnv(seg, data, PROTOTYPE_ENV).row_chunk == 32
+    monkeypatch.setattr(host_allocator, "_keeping", True)
+    assert ClickEnv(seg, data, PROTOTYPE_ENV).row_chunk is None
+    assert ClickEnv(seg, data, PROTOTYPE_ENV, row_chunk=8).row_chunk == 8

@@ -1,6 +1,7 @@
 """``keep_freed_memory`` changes where host memory comes from, never a result: a short training
 run gives bit-identical weights with and without it (each in its own process, since the setting
-is process-wide), and it does remove the page faults it is there to remove."""
+is process-wide; with it the env steps its 40 rows in one pass, without it in 32-row chunks), and
+it does remove the page faults it is there to remove."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, resource, sys
-from gpu_env.host_allocator import keep_freed_memory
+from gpu_env.host_allocator import keep_freed_memory, keeps_freed_memory
 keep = sys.argv[2] == "1"
 on = keep_freed_memory() if keep else False
+assert keeps_freed_memory() is on
 import torch
 torch.set_num_threads(1)
 from ppo.config import TrainConfig
 from ppo.train import Trainer
 t = Trainer(TrainConfig.from_dict(json.loads(sys.argv[1])))
+assert t.env.row_chunk == (None if on else 32), t.env.row_chunk
 t.iterate()  # warm-up: the heap reaches its working size
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 t.run()
@@ -39,8 +42,8 @@ print(json.dumps({"on": on, "faults": faults}))
 def test_training_is_bit_identical_with_freed_memory_kept(tmp_path):
     out = {}
     for keep in ("0", "1"):
-        cfg = tiny(tmp_path, f"alloc{keep}", width=8, num_envs=16, num_steps=4,
-                   total_timesteps=16 * 4 * 3, obs_size=128, train_images=16)
+        cfg = tiny(tmp_path, f"alloc{keep}", width=8, num_envs=40, num_steps=4,
+                   total_timesteps=40 * 4 * 3, obs_size=128, train_images=16)
         proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg.to_dict()), keep,
                                str(tmp_path / f"w{keep}.pt")], check=True, cwd=ROOT,
                               capture_output=True, text=True)
