@@ -16,6 +16,16 @@ PRIOR_CLICK = "prior_click"  # [B, 2, G, G] float: RITM's click distance on the 
 GT_ERROR = "gt_error"  # [B, 2, S, S] float: false-negative, false-positive maps (simulated user)
 ACTION_MASK = "action_mask"  # [B, 2 * grid**2] bool: True = action allowed (optional)
 
+WITHOUT_FLAGS = {SAM_PROB: "--no-obs-sam-prob", IMAGE_EMBEDDING: "--no-obs-image-embedding",
+                 MASK_PRIOR: "--no-mask-prior", PRIOR_CLICK: "--no-obs-prior-click",
+                 GT_ERROR: "--mode auto", ACTION_MASK: "--no-action-mask"}
+"""The flag that removes each optional observation key (for messages that refuse a key)."""
+
+
+def flag_without(key: str) -> str:
+    """The training flag that removes the optional observation key ``key``."""
+    return WITHOUT_FLAGS[key]
+
 
 @dataclass(frozen=True)
 class EnvConfig:

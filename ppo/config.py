@@ -16,9 +16,22 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from gpu_env.config import EnvConfig
+from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
+                            SAM_PROB, EnvConfig, flag_without)
 from gpu_env.datasets.config import DataConfig
 from sam_batch.config import SegmenterConfig
+
+
+POLICY_KEYS: dict[str, frozenset[str]] = {
+    "spatial": frozenset({OBS, SAM_PROB, IMAGE_EMBEDDING, MASK_PRIOR, PRIOR_CLICK, GT_ERROR,
+                          ACTION_MASK}),
+    "proto": frozenset({OBS, SAM_PROB, IMAGE_EMBEDDING, GT_ERROR, ACTION_MASK}),
+}
+"""The observation keys each policy kind can be given (``ppo.policies.build_policy`` builds its
+inputs from the env's ``observation_keys``). The spatial policy reads them all; the prototype
+network reads ``observation`` and ``gt_error`` (its actor the ``action_mask``) and ignores
+``sam_prob`` and ``image_embedding``; it has no input for ``mask_prior``/``prior_click``, so a
+run that would pre-train a prior it never sees is refused."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,11 @@ class PolicyConfig:
     bias ``logits = beta * prior_click + trunk logits`` (beta is learned; ``prior_click`` in grid
     cells). The initial greedy action is then the learned clicker's cell, and PPO learns where to
     differ from it. 0: no bias, the map is only a trunk input."""
+
+    @property
+    def accepted_keys(self) -> frozenset[str]:
+        """The observation keys this kind of policy can be given (``POLICY_KEYS``)."""
+        return POLICY_KEYS[self.kind]
 
 
 @dataclass(frozen=True)
@@ -183,13 +201,20 @@ class TrainConfig:
                               ("env", "max_clicks")):
             if getattr(getattr(self, section), name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(getattr(self, section), name)}.")
-        if self.env.obs_mask_prior and self.policy.kind != "spatial":
-            raise ValueError("mask_prior=True needs policy='spatial' (pass --no-mask-prior for "
-                             "the prototype network).")
+        keys = self.env.observation_keys
+        refused = [k for k in keys if k not in self.policy.accepted_keys]
+        if refused:
+            raise ValueError(
+                f"policy={self.policy.kind!r} has no input for the observation key(s) "
+                f"{', '.join(refused)} that the env settings add; pass {flag_without(refused[0])} "
+                f"(or --policy spatial, which reads every key).")
         if self.policy.prior_steps < 0:
             raise ValueError(f"prior_steps must be >= 0, got {self.policy.prior_steps}.")
-        if self.env.obs_image_embedding and self.segmenter.kind != "sam2":
-            raise ValueError("obs_image_embedding=True needs segmenter='sam2'.")
+        if IMAGE_EMBEDDING in keys and self.segmenter.kind != "sam2":
+            raise ValueError(
+                f"the {IMAGE_EMBEDDING} observation key needs segmenter='sam2' (SAM2's cached "
+                f"image embedding), got segmenter={self.segmenter.kind!r}; pass --segmenter sam2 "
+                f"or {flag_without(IMAGE_EMBEDDING)}.")
 
     @classmethod
     def from_cli(cls, args: list[str] | None = None, description: str | None = None) -> "TrainConfig":

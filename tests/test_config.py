@@ -76,3 +76,27 @@ def test_the_saved_results_of_every_documented_run_still_load():
         config = json.loads(path.read_text())["meta"].get("config")
         if config:
             TrainConfig.from_dict(config)
+
+
+def test_observation_keys_are_checked_against_what_the_policy_reads():
+    """Validation reads the env's observation keys (``EnvConfig.observation_keys``, the one place
+    that decides them), not the switches; the messages name the key and the flag to pass."""
+    TrainConfig().validate()
+    TrainConfig().replace(policy="proto", mask_prior=False).validate()
+    with pytest.raises(ValueError, match=r"policy='proto' has no input for the observation "
+                                         r"key\(s\) mask_prior, prior_click.*--no-mask-prior"):
+        TrainConfig().replace(policy="proto").validate()
+    with pytest.raises(ValueError, match=r"image_embedding observation key needs "
+                                         r"segmenter='sam2'.*--no-obs-image-embedding"):
+        TrainConfig().replace(obs_image_embedding=True).validate()
+
+
+def test_the_flag_named_for_each_optional_key_removes_it():
+    from gpu_env.config import WITHOUT_FLAGS
+
+    on = TrainConfig.from_cli(["--obs-image-embedding", "--mode", "simulated_user"])
+    assert set(WITHOUT_FLAGS) <= set(on.env.observation_keys)
+    for key, flag in WITHOUT_FLAGS.items():
+        off = TrainConfig.from_cli(["--obs-image-embedding", "--mode", "simulated_user",
+                                    *flag.split()])
+        assert key not in off.env.observation_keys, flag
