@@ -19,7 +19,21 @@ import tyro
 from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
                             SAM_PROB, EnvConfig, flag_without)
 from gpu_env.datasets.config import DataConfig
+from ppo.command_options import DeviceConfig, OverwriteConfig, ProgressConfig
 from sam_batch.config import SegmenterConfig
+
+
+@dataclass(frozen=True)
+class MaskPriorConfig:
+    """The mask prior: a small U-Net of the image alone (``ppo.prior.MaskPrior``), supervised by
+    the training split's GT masks; the policy's input in training, the learned clicker's network
+    in ``sam2click-baselines``."""
+
+    prior_steps: int = 1200
+    """Supervised updates (minibatches of 32) of the mask prior on the training split: before
+    PPO in training; in ``sam2click-baselines`` 0 means no learned-clicker row."""
+    prior_width: int = 16
+    """Base channel width of the mask prior U-Net (16: 0.49M parameters)."""
 
 
 POLICY_KEYS: dict[str, frozenset[str]] = {
@@ -35,8 +49,9 @@ run that would pre-train a prior it never sees is refused."""
 
 
 @dataclass(frozen=True)
-class PolicyConfig:
-    """The actor-critic network (its inputs follow from the env section's observation keys)."""
+class PolicyConfig(MaskPriorConfig):
+    """The actor-critic network (its inputs follow from the env section's observation keys;
+    the mask prior's size is ``MaskPriorConfig``'s)."""
 
     kind: Annotated[Literal["spatial", "proto"], tyro.conf.arg(name="policy")] = "spatial"
     """``spatial`` (fully convolutional logit map) or ``proto`` (prototype-sized CNN)."""
@@ -44,10 +59,6 @@ class PolicyConfig:
     """Base channel width of the spatial policy."""
     patch_stem: bool = True
     """Spatial policy stem: one 4x4/4 conv (cheap, CPU default) instead of two 3x3/2 convs."""
-    prior_steps: int = 1200
-    """Supervised updates (minibatches of 32) of the mask prior before PPO."""
-    prior_width: int = 16
-    """Base channel width of the mask prior U-Net (16: 0.49M parameters)."""
     prior_distance: bool = False
     """Also give the policy, at grid resolution, the distance of each predicted error cell
     (prior vs mask) to the nearest correct cell: RITM's click signal with the prior as GT."""
@@ -119,8 +130,10 @@ class PPOConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Naming, device, logging, checkpoints, evaluation during training, speed."""
+class RunConfig(DeviceConfig, OverwriteConfig, ProgressConfig):
+    """Naming, device, logging, checkpoints, evaluation during training, speed (``device``,
+    ``overwrite`` and ``progress`` are the settings every command shares,
+    ``ppo.command_options``; inherited, so the saved ``run`` section stays flat)."""
 
     exp_name: str = "ppo_click"
     """Name of the run; outputs go to ``{out_dir}/{exp_name}``."""
@@ -128,15 +141,9 @@ class RunConfig:
     """Parent folder of run folders."""
     seed: int = 1
     """Seeds the env rows, the policy initialisation and the sampling generator."""
-    device: str = "auto"
-    """``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``."""
     resume: str | None = None
     """Checkpoint to resume from (e.g. ``runs/ppo_click/last.pt``): continues bit-identically.
     Settings that shape the model, env, data or optimizer must match the checkpoint's."""
-    overwrite: bool = False
-    """Start over in a run folder that holds another run, deleting that run's checkpoints,
-    ``config.json``, ``progress.csv``, ``eval/`` results and TensorBoard files (nothing else).
-    Without it (or ``--resume``) such a folder is refused."""
     log_every: int = 5
     """Iterations between host reads of the device-side statistics."""
     checkpoint_every: int = 20
@@ -152,8 +159,6 @@ class RunConfig:
     """Clicks per episode of the evaluation after training (NoC needs 20)."""
     tensorboard: bool = True
     """Write TensorBoard event files next to the CSV log."""
-    progress: bool = True
-    """Show a progress bar."""
     compile: bool = False
     """``torch.compile(fullgraph=True)`` the policy forward and the env step."""
     autocast: Literal["none", "bf16"] = "none"

@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sam_batch.config import SegmenterConfig
+from sam_batch.config import SAM2ModelConfig, SegmenterConfig
 from sam_batch.segmenter import Segmenter
 
 if TYPE_CHECKING:
     from sam_batch.encoder import SAM2Features
 
 
-def build_sam2_model(cfg: SegmenterConfig, device: torch.device) -> torch.nn.Module:
+def build_sam2_model(cfg: SAM2ModelConfig, device: torch.device) -> torch.nn.Module:
     """The SAM2 model ``cfg`` names: its checkpoint, or (without one) random weights seeded by
     ``cfg.sam2_seed``, at ``cfg.sam2_image_size`` when set."""
     from sam_batch.model import build_sam

@@ -28,6 +28,7 @@ from gpu_env.host_allocator import keep_freed_memory
 from gpu_env.datasets.config import DataConfig
 from gpu_env.env import ClickEnv
 from ppo.command_options import DeviceConfig, EpisodesConfig, ResultsConfig
+from ppo.config import MaskPriorConfig
 from ppo.evaluate import evaluate_agent, report
 from ppo.factory import DeviceError, load_split
 from ppo.run_dir import RunFolderError, check_results_folder
@@ -43,9 +44,8 @@ DEFAULT_OUT = Path("runs/baselines")
 class BaselineConfig:
     """Evaluate the baseline clickers on a held-out split (``eval_split``, ``eval_images``).
 
-    ``prior_steps``/``prior_width`` size the learned clicker's mask prior, the network that
-    training sizes with the policy section's settings of the same names; this command has no
-    policy section (it has no agent), so it declares the two it needs."""
+    ``--prior-steps``/``--prior-width`` size the learned clicker's network: training's mask prior
+    (``MaskPriorConfig``, which training's policy section inherits)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -53,11 +53,7 @@ class BaselineConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     results: ResultsConfig = field(default_factory=lambda: ResultsConfig(out=DEFAULT_OUT))
     """Results go to ``runs/baselines`` unless ``--out`` (there is no checkpoint to put them beside)."""
-    prior_steps: int = 1200
-    """Training updates of the learned clicker's network on ``train_split`` (0: no
-    learned-clicker row)."""
-    prior_width: int = 16
-    """Base channel width of the learned clicker's U-Net."""
+    prior: MaskPriorConfig = field(default_factory=MaskPriorConfig)
 
 
 def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.device) -> str:
@@ -72,10 +68,11 @@ def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.devi
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.episodes.seed)
-        prior = MaskPrior(width=cfg.prior_width).to(device)
-    stats = train_mask_prior(prior, rgb, gt, steps=cfg.prior_steps, seed=cfg.episodes.seed)
+        prior = MaskPrior(width=cfg.prior.prior_width).to(device)
+    stats = train_mask_prior(prior, rgb, gt, steps=cfg.prior.prior_steps, seed=cfg.episodes.seed)
     env.set_mask_prior(prior_probabilities(prior, env.rgb))
-    return (f"U-Net width {cfg.prior_width} trained on {len(train)} {cfg.data.train_split} images, "
+    return (f"U-Net width {cfg.prior.prior_width} trained on {len(train)} "
+            f"{cfg.data.train_split} images, "
             f"{stats.steps} steps in {stats.seconds:.0f} s")
 
 
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"SAM2 {seg.sam2_config} ({weights}, input {segmenter.input_size})"
     env = ClickEnv(segmenter, data, PROTOTYPE_ENV)
     trained = ""
-    if cfg.prior_steps:
+    if cfg.prior.prior_steps:
         trained = train_learned_clicker(cfg, env, device)
     ep = cfg.episodes
     curves = evaluate_agent(env, data, None, num_clicks=ep.num_clicks, batch_size=ep.batch_size,

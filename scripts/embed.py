@@ -1,11 +1,16 @@
 """Encode a dataset's images with SAM2 into an on-disk feature cache (resumable).
 
-    sam2click-embed --dataset kvasir:/data/Kvasir-SEG --checkpoint sam2.1_hiera_base_plus.pt \\
-        --device cuda --out caches/kvasir-all__b+
-    sam2click-embed --dataset synthetic --count 32 --config t --image-size 256   # random weights
+    sam2click-embed --dataset kvasir:/data/Kvasir-SEG \\
+        --sam2-checkpoint sam2.1_hiera_base_plus.pt --device cuda --out caches/kvasir-all__b+
+    sam2click-embed --dataset synthetic --count 32 --sam2-config t --sam2-image-size 256
+        # (random weights)
     sam2click-embed --help
 
-An interrupted run resumes where it stopped when started again with the same arguments.
+The SAM2 model settings are training's (``--sam2-config``, ``--sam2-checkpoint``,
+``--sam2-seed``, ``--sam2-image-size``: one declaration, ``sam_batch.config.SAM2ModelConfig``, as
+a cache must be built by the model training uses); this command's older names ``--config``,
+``--checkpoint``, ``--seed`` and ``--image-size`` still work. An interrupted run resumes where it
+stopped when started again with the same arguments.
 """
 
 from __future__ import annotations
@@ -19,40 +24,35 @@ from typing import Any, Literal
 import torch
 import tyro
 
-from ppo.command_options import DeviceConfig, flat_settings
+from gpu_env.datasets.config import ImagesConfig
+from ppo.command_options import (DeviceConfig, ProgressConfig, SplitConfig, command_registry,
+                                 flat_settings)
 from sam_batch.atomic_io import DiskFullError
 from sam_batch.cache import CacheMeta, encode_to_cache, size_report
-from sam_batch.model import build_sam, checkpoint_fingerprint, resolve_config
+from sam_batch.config import SAM2ModelConfig
+from sam_batch.factory import build_sam2_model
+from sam_batch.model import checkpoint_fingerprint, resolve_config
+
+OLD_FLAGS = {SAM2ModelConfig: {"sam2_config": ("--config",), "sam2_checkpoint": ("--checkpoint",),
+                               "sam2_seed": ("--seed",), "sam2_image_size": ("--image-size",)}}
+"""This command's names of the SAM2 model settings before they became training's, kept working."""
 
 
 @dataclass
 class EmbedConfig:
     """Encode a dataset with SAM2's image encoder into a feature cache directory.
 
-    ``--batch-size``, ``--out``, ``--overwrite`` and ``--seed`` are this command's own (images
-    per encoder forward, the cache directory, re-encoding a sound cache, the random SAM2
-    weights), not the evaluation commands' settings of the same names
-    (``ppo.command_options``)."""
+    The images (``--dataset``, ``--augment-copies``, ``--augment-seed``) and the SAM2 model
+    (``--sam2-config``...) are declared once with training's, which must load this cache.
+    ``--batch-size``, ``--count``, ``--out`` and ``--overwrite`` are this command's own (images
+    per encoder forward, synthetic images generated, the cache directory, re-encoding a sound
+    cache), not the other commands' settings of the same names (``ppo.command_options``)."""
 
-    dataset: str = "synthetic"
-    """Image source: ``synthetic``, ``kvasir:<path to Kvasir-SEG>``, ``folder:<path>`` or an image/mask folder path."""
-    split: str = "all"
-    """Dataset split to encode (``train``, ``val``, ``test`` or ``all``)."""
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
     count: int | None = None
     """Number of images for the synthetic dataset (its default when unset)."""
-    augment_copies: int = 0
-    """Also encode K augmented copies of each image (training splits only; train with the same
-    ``--augment-copies``/``--augment-seed``), each its own cache row with its own GT."""
-    augment_seed: int = 0
-    """Seed of the augmentation parameters."""
-    config: str = "sam2.1_hiera_b+"
-    """SAM2 config: short name (t, s, b+, l, tiny, base_plus...) or a yaml path."""
-    checkpoint: Path | None = None
-    """SAM2 checkpoint (official .pt). Unset: RANDOM weights -- only for tests and benchmarks."""
-    seed: int = 0
-    """Seed of the random weights (used only without a checkpoint)."""
-    image_size: int | None = None
-    """Override SAM2's 1024 input side (multiple of 32); for small random-weight tests only."""
+    model: SAM2ModelConfig = field(default_factory=SAM2ModelConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     batch_size: int = 4
     """Images per encoder forward."""
@@ -61,18 +61,26 @@ class EmbedConfig:
     out: Path | None = None
     """Cache directory; default ``caches/<dataset>-<split>__<config>``."""
     overwrite: bool = False
-    """Re-encode even if ``out`` already holds a complete cache of the same images and model."""
-    progress: bool = True
-    """Show a progress bar."""
+    """Re-encode even if ``out`` already holds a complete cache of the same images and model
+    (without it such a cache is kept, and a damaged one repaired)."""
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
+
+
+def parse(argv: list[str] | None = None) -> EmbedConfig:
+    """The config of a command line (``OLD_FLAGS`` included), as ``sam2click-embed`` parses it."""
+    return tyro.cli(tyro.conf.OmitArgPrefixes[EmbedConfig], args=argv, description=__doc__,
+                    registry=command_registry(aliases=OLD_FLAGS))
 
 
 def default_out(cfg: EmbedConfig) -> Path:
     """``caches/<dataset>-<split>__<config>`` with path-unsafe characters replaced."""
-    name = cfg.dataset.split(":", 1)[0] if ":" in cfg.dataset else Path(cfg.dataset).name or "dataset"
-    config_name, _ = resolve_config(cfg.config)
-    size = f"@{cfg.image_size}" if cfg.image_size else ""
-    aug = f"+aug{cfg.augment_copies}s{cfg.augment_seed}" if cfg.augment_copies else ""
-    stem = f"{name}-{cfg.split}{aug}__{config_name}{size}".replace("/", "_").replace("+", "p")
+    dataset, model = cfg.images.dataset, cfg.model
+    name = dataset.split(":", 1)[0] if ":" in dataset else Path(dataset).name or "dataset"
+    config_name, _ = resolve_config(model.sam2_config)
+    size = f"@{model.sam2_image_size}" if model.sam2_image_size else ""
+    copies, seed = cfg.images.augment_copies, cfg.images.augment_seed
+    aug = f"+aug{copies}s{seed}" if copies else ""
+    stem = f"{name}-{cfg.split.split}{aug}__{config_name}{size}".replace("/", "_").replace("+", "p")
     return Path("caches") / stem
 
 
@@ -82,27 +90,31 @@ def _load_dataset(cfg: EmbedConfig) -> Any:
     from gpu_env.datasets.augment import augment
 
     kw = {"count": cfg.count} if cfg.count is not None else {}
-    return augment(load_dataset(cfg.dataset, split=cfg.split, **kw), cfg.augment_copies,
-                   cfg.augment_seed)
+    images = cfg.images
+    return augment(load_dataset(images.dataset, split=cfg.split.split, **kw),
+                   images.augment_copies, images.augment_seed)
 
 
 def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta]:
     """Build the cache described by ``cfg``; ``dataset`` (a ``SegDataset``-like object with
-    ``ids``, ``original_sizes``, ``load_original``) overrides loading ``cfg.dataset``."""
+    ``ids``, ``original_sizes``, ``load_original``) overrides loading ``cfg.images.dataset``."""
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size {cfg.batch_size} must be >= 1")
-    config_name, _ = resolve_config(cfg.config)
+    m = cfg.model
+    config_name, _ = resolve_config(m.sam2_config)
     device = cfg.device.resolve()  # before any work: `--device cuda` without CUDA says so
-    if cfg.checkpoint is None:
-        msg = (f"NO --checkpoint GIVEN: encoding with RANDOM {config_name} weights (seed {cfg.seed}). "
-               "The features are meaningless for segmentation; use this only for tests/benchmarks.")
+    if m.sam2_checkpoint is None:
+        msg = (f"NO --sam2-checkpoint GIVEN: encoding with RANDOM {config_name} weights (seed "
+               f"{m.sam2_seed}). The features are meaningless for segmentation; use this only for "
+               "tests/benchmarks.")
         warnings.warn(msg, stacklevel=2)
         print(f"\n{'!' * 100}\n{msg}\n{'!' * 100}\n", file=sys.stderr)
     data = dataset if dataset is not None else _load_dataset(cfg)
     # The config as given (a name or a yaml path): resolve_config is the one resolver, and the
     # cache records its canonical name (a yaml path's stem).
-    model = build_sam(cfg.config, cfg.checkpoint, device=device, seed=cfg.seed, image_size=cfg.image_size)
-    fingerprint = checkpoint_fingerprint(cfg.checkpoint, cfg.config, cfg.seed, cfg.image_size)
+    model = build_sam2_model(m, device)
+    fingerprint = checkpoint_fingerprint(m.sam2_checkpoint, m.sam2_config, m.sam2_seed,
+                                         m.sam2_image_size)
     out = cfg.out if cfg.out is not None else default_out(cfg)
     resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in flat_settings(cfg).items()}
     resolved["out"] = str(out)
@@ -116,16 +128,17 @@ def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta
         original_sizes=[tuple(s) for s in data.original_sizes],
         batch_size=cfg.batch_size,
         dtype=getattr(torch, cfg.dtype),
-        progress=cfg.progress,
+        progress=cfg.progress.progress,
         overwrite=cfg.overwrite,
-        extra_meta={"dataset": getattr(data, "name", cfg.dataset), "split": getattr(data, "split", cfg.split),
+        extra_meta={"dataset": getattr(data, "name", cfg.images.dataset),
+                    "split": getattr(data, "split", cfg.split.split),
                     "embed_config": resolved},
     )
     return out, meta
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(tyro.conf.OmitArgPrefixes[EmbedConfig], args=argv, description=__doc__)
+    cfg = parse(argv)
     try:
         out, meta = embed(cfg)
     except (ValueError, DiskFullError) as e:  # CacheError, SAM2LoadError, bad flags: say it plainly

@@ -18,7 +18,9 @@ import tyro
 
 from gpu_env.host_allocator import keep_freed_memory
 from ppo.checkpoint import CheckpointError, load_checkpoint
-from ppo.command_options import DeviceConfig, EpisodesConfig, ResultsConfig, require_positive
+from gpu_env.datasets.config import DataConfig
+from ppo.command_options import (AgentConfig, DeviceConfig, EpisodesConfig, ResultsConfig,
+                                 command_registry, overrides_of, require_positive)
 from ppo.config import TrainConfig
 from ppo.evaluate import evaluate_agent, report
 from ppo.factory import DeviceError, build_envs
@@ -36,23 +38,24 @@ def user_message(err: BaseException) -> str:
     return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
+DataOverrides = overrides_of(DataConfig, "dataset", "eval_split", "eval_images")
+"""The run's data settings this command may change (``--dataset synthetic:7``: frames of another
+generator seed; ``--eval-split test``; ``--eval-images N``)."""
+
+
 @dataclass
 class EvaluateConfig:
     """Evaluate a checkpoint on held-out images.
 
-    ``dataset``, ``eval_split`` and ``eval_images`` override the checkpoint's data section
-    (None: the run's own value), so they have no default of their own."""
+    ``--dataset``, ``--eval-split`` and ``--eval-images`` are the run's own data settings
+    (``DataConfig``), changed for this evaluation when given (``DataOverrides``)."""
 
-    checkpoint: str
-    """Checkpoint written by scripts.train (best.pt, last.pt or ckpt_<iter>.pt)."""
+    agent: AgentConfig = field(default_factory=lambda: AgentConfig(checkpoint=tyro.MISSING))
+    """Required here: there is no agent to evaluate without one."""
     results: ResultsConfig = field(default_factory=ResultsConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    dataset: str | None = None
-    """Override the run's dataset (e.g. ``synthetic:7``: frames of another generator seed)."""
-    eval_split: str | None = None
-    """Override the run's evaluation split."""
-    eval_images: int | None = None
-    """Override the number of held-out images."""
+    data: DataOverrides = field(default_factory=DataOverrides)
+    """The run's data settings to change for this evaluation (unset: the checkpoint's)."""
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     baselines: bool = True
     """Also evaluate the oracle, no-further-clicks and random baselines."""
@@ -70,11 +73,20 @@ def default_out(checkpoint: Path, split: str, dataset: str | None = None) -> Pat
 def check_args(args: EvaluateConfig) -> None:
     """Reject values that cannot work, naming them (before any loading)."""
     args.episodes.check("scripts.evaluate")
-    require_positive("scripts.evaluate", eval_images=args.eval_images)
+    require_positive("scripts.evaluate", eval_images=args.data.get("eval_images"))
+    if not args.agent.checkpoint:
+        raise SystemExit("scripts.evaluate: error: --checkpoint must name a checkpoint written by "
+                         "sam2click-train, e.g. --checkpoint runs/ppo_click/best.pt.")
+
+
+def parse(argv: list[str] | None = None) -> EvaluateConfig:
+    """The config of a command line, as ``sam2click-evaluate`` parses it."""
+    return tyro.cli(tyro.conf.OmitArgPrefixes[EvaluateConfig], args=argv, description=__doc__,
+                    registry=command_registry())
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(tyro.conf.OmitArgPrefixes[EvaluateConfig], args=argv, description=__doc__)
+    args = parse(argv)
     check_args(args)
     keep_freed_memory()  # process-wide allocator choice, made here at the entry point
     try:
@@ -84,23 +96,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate(args: EvaluateConfig) -> int:
-    path = Path(args.checkpoint)
+    path = Path(args.agent.checkpoint)
     device = args.device.resolve()
     ck = load_checkpoint(path, map_location=device)
     if "config" not in ck or "model" not in ck:
         raise CheckpointError(f"{str(path)!r} is a checkpoint but not one written by "
                               f"scripts.train (no config or model); pass a run's best.pt, "
                               f"last.pt or ckpt_<iter>.pt.")
-    cfg = TrainConfig.from_dict(json.loads(ck["config"]))
-    changes = {"device": str(device)}
-    if args.dataset:
-        changes["dataset"] = args.dataset
-    if args.eval_split:
-        changes["eval_split"] = args.eval_split
-    if args.eval_images is not None:
-        changes["eval_images"] = args.eval_images
-    cfg = cfg.replace(**changes)
-    out = args.results.out or default_out(path, cfg.data.eval_split, args.dataset)
+    cfg = TrainConfig.from_dict(json.loads(ck["config"])).replace(device=str(device), **args.data)
+    out = args.results.out or default_out(path, cfg.data.eval_split, args.data.get("dataset"))
     check_results_folder(out, overwrite=args.results.overwrite)
     envs = build_envs(cfg, device, train=False)
     policy = build_policy(cfg.policy, cfg.env, cfg.run.seed, device)

@@ -21,7 +21,7 @@ import tyro
 from gpu_env.datasets import load_dataset
 from gpu_env.evaluation import new_figure, save_figure
 from gpu_env.visualize import contact_sheet, overlay_outlines, save_png
-from ppo.command_options import DeviceConfig
+from ppo.command_options import AgentConfig, DeviceConfig, SplitConfig
 
 
 @dataclass
@@ -29,14 +29,14 @@ class DatasetSheet:
     """Contact sheet of a dataset's working images with their masks outlined.
 
     ``out`` is one PNG file, ``count`` the frames shown and ``seed`` the synthetic generator's:
-    not the settings of the same names of the other commands."""
+    not the settings of the same names of the other commands (``ppo.command_options``)."""
 
     out: Path = Path("docs/images/synthetic_contact_sheet.png")
     """PNG to write."""
     source: str = "synthetic"
     """Dataset source, as for ``load_dataset`` (``synthetic``, ``kvasir:<path>``, a folder)."""
-    split: str = "train"
-    """Split to draw from."""
+    split: SplitConfig = field(default_factory=lambda: SplitConfig("train"))
+    """The training split by default: the sheet shows frames the agent trains on."""
     size: int = 256
     """Working size (tiles are drawn at this size)."""
     count: int = 12
@@ -53,7 +53,7 @@ class DatasetSheet:
 
 def render_dataset(cfg: DatasetSheet) -> Path:
     kw = {"count": cfg.start + cfg.count, "seed": cfg.seed} if cfg.source == "synthetic" else {}
-    ds = load_dataset(cfg.source, split=cfg.split, size=cfg.size, **kw)
+    ds = load_dataset(cfg.source, split=cfg.split.split, size=cfg.size, **kw)
     sel = slice(cfg.start, min(len(ds), cfg.start + cfg.count))
     images, masks, ids = ds.images[sel].cpu(), ds.masks[sel].cpu(), ds.ids[sel]
     outlined = overlay_outlines(images, masks)
@@ -77,8 +77,7 @@ class EpisodeStrips:
     """PNG strips of evaluation episodes: image, GT outline (green), mask overlay (blue),
     numbered clicks (fg green, bg red) and Dice per click."""
 
-    checkpoint: str | None = None
-    """Agent checkpoint from scripts.train; None renders the oracle instead."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
     out: Path = Path("runs/episodes")
     """Folder for the PNGs (one per episode)."""
     episodes: int = 4
@@ -122,8 +121,8 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
     from ppo.policies import build_policy
 
     device = cfg.device.resolve()
-    if cfg.checkpoint:
-        ck = load_checkpoint(cfg.checkpoint, map_location=device)
+    if cfg.agent.checkpoint:
+        ck = load_checkpoint(cfg.agent.checkpoint, map_location=device)
         tcfg = TrainConfig.from_dict(json.loads(ck["config"])).replace(eval_images=cfg.episodes)
         envs = build_envs(tcfg, device, train=False)
         policy = build_policy(tcfg.policy, tcfg.env, tcfg.run.seed, device)

@@ -100,3 +100,39 @@ def test_the_flag_named_for_each_optional_key_removes_it():
         off = TrainConfig.from_cli(["--obs-image-embedding", "--mode", "simulated_user",
                                     *flag.split()])
         assert key not in off.env.observation_keys, flag
+
+
+SAVED_KEYS = {  # the keys of every section of config.json before the shared sections
+    "data": "augment_copies augment_seed dataset eval_images eval_split image_size shard_data "
+            "train_images train_split",
+    "env": "action_mask boundary_metric boundary_tolerance boundary_weight grid_size "
+           "heatmap_sigma max_clicks mode obs_image_embedding obs_mask_prior obs_prior_click "
+           "obs_sam_prob obs_size target_dice use_mask_input",
+    "policy": "kind patch_stem prior_click_scale prior_distance prior_steps prior_width width",
+    "ppo": "anneal_lr bc_lr bc_steps clip_coef clip_vloss ent_coef gae_lambda gamma "
+           "learning_rate max_grad_norm norm_adv num_envs num_minibatches num_steps "
+           "total_timesteps update_epochs vf_coef",
+    "run": "autocast checkpoint_every compile device eval_clicks eval_every exp_name "
+           "keep_checkpoints log_every out_dir overwrite progress resume seed tensorboard",
+    "segmenter": "feature_cache kind sam2_checkpoint sam2_config sam2_image_size sam2_seed",
+}
+
+
+def test_inherited_shared_sections_keep_the_saved_sections_flat():
+    """``DataConfig``, ``SegmenterConfig``, ``PolicyConfig`` and ``RunConfig`` inherit the settings
+    they share with other commands: ``to_dict()`` (config.json, checkpoints) has the same keys and
+    values as before, and the inherited settings are flat flags of ``sam2click-train``."""
+    saved = TrainConfig().to_dict()
+    assert {k: sorted(v) for k, v in saved.items()} == {
+        k: v.split() for k, v in SAVED_KEYS.items()}
+    assert saved["run"]["device"] == "auto" and saved["run"]["progress"] is True
+    assert saved["policy"]["prior_steps"] == 1200 and saved["data"]["dataset"] == "synthetic"
+    cfg = TrainConfig.from_cli(["--device", "cpu", "--overwrite", "--no-progress",
+                                "--prior-steps", "3", "--prior-width", "4", "--dataset", "x",
+                                "--augment-copies", "2", "--sam2-config", "t",
+                                "--sam2-seed", "5"])
+    assert (cfg.run.device, cfg.run.overwrite, cfg.run.progress) == ("cpu", True, False)
+    assert (cfg.policy.prior_steps, cfg.policy.prior_width) == (3, 4)
+    assert (cfg.data.dataset, cfg.data.augment_copies) == ("x", 2)
+    assert (cfg.segmenter.sam2_config, cfg.segmenter.sam2_seed) == ("t", 5)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

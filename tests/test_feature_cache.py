@@ -278,26 +278,47 @@ def _in_memory_dataset(images: list[np.ndarray]):
 
 
 def test_embed_cli_parses_config() -> None:
-    import tyro
+    from scripts.embed import default_out, parse
 
-    from scripts.embed import EmbedConfig, default_out
-
-    cfg = tyro.cli(tyro.conf.OmitArgPrefixes[EmbedConfig],  # as sam2click-embed parses it
-                   args=["--dataset", "kvasir:/data/Kvasir-SEG", "--config", "t", "--image-size", "128",
-                         "--dtype", "bfloat16", "--checkpoint", "w.pt", "--batch-size", "8",
-                         "--device", "cpu"])
-    assert (cfg.config, cfg.image_size, cfg.dtype, cfg.checkpoint, cfg.batch_size) == ("t", 128, "bfloat16", Path("w.pt"), 8)
-    assert cfg.device.device == "cpu"
+    cfg = parse(["--dataset", "kvasir:/data/Kvasir-SEG", "--sam2-config", "t",
+                 "--sam2-image-size", "128", "--dtype", "bfloat16", "--sam2-checkpoint", "w.pt",
+                 "--batch-size", "8", "--device", "cpu"])
+    m = cfg.model
+    assert (m.sam2_config, m.sam2_image_size, cfg.dtype, m.sam2_checkpoint, cfg.batch_size) == (
+        "t", 128, "bfloat16", "w.pt", 8)
+    assert cfg.device.device == "cpu" and cfg.images.dataset == "kvasir:/data/Kvasir-SEG"
     assert default_out(cfg) == Path("caches/kvasir-all__sam2.1_hiera_t@128")
 
 
+def test_embed_keeps_its_older_sam2_flags_as_aliases() -> None:
+    """``--config``/``--checkpoint``/``--seed``/``--image-size`` (the flags of caches built
+    before the SAM2 settings became training's) parse to the same config as the new names."""
+    from scripts.embed import parse
+
+    old = parse(["--config", "b+", "--checkpoint", "w.pt", "--seed", "3", "--image-size", "256"])
+    new = parse(["--sam2-config", "b+", "--sam2-checkpoint", "w.pt", "--sam2-seed", "3",
+                 "--sam2-image-size", "256"])
+    assert old == new and old.model.sam2_seed == 3 and old.model.sam2_config == "b+"
+    # one declaration: the cache's defaults are training's
+    from dataclasses import asdict, fields
+
+    from ppo.config import TrainConfig
+    from sam_batch.config import SAM2ModelConfig
+
+    trained = TrainConfig().segmenter
+    assert asdict(parse([]).model) == {f.name: getattr(trained, f.name)
+                                       for f in fields(SAM2ModelConfig)}
+
+
 def test_embed_core_on_in_memory_dataset(tmp_path: Path, images: list[np.ndarray]) -> None:
-    from ppo.command_options import DeviceConfig
+    from ppo.command_options import DeviceConfig, ProgressConfig
+    from sam_batch.config import SAM2ModelConfig
     from scripts.embed import EmbedConfig, embed
 
     ds = _in_memory_dataset(images[:3])
-    cfg = EmbedConfig(config="t", image_size=SIZE, device=DeviceConfig("cpu"), batch_size=2,
-                      out=tmp_path / "emb", progress=False)
+    cfg = EmbedConfig(model=SAM2ModelConfig(sam2_config="t", sam2_image_size=SIZE),
+                      device=DeviceConfig("cpu"), batch_size=2, out=tmp_path / "emb",
+                      progress=ProgressConfig(False))
     with pytest.warns(UserWarning, match="RANDOM sam2.1_hiera_t weights"):
         out, meta = embed(cfg, dataset=ds)
     cache = load_cache(out, expect_config=TINY_CONFIG, expect_fingerprint=FP)
