@@ -6,7 +6,11 @@
 once, in its section, with one default and one docstring; ``sam2click-train`` exposes each as a
 flat flag (``--boundary-weight``, not ``--env.boundary-weight``: the names are unique across the
 sections, so a flat flag is unambiguous, and the flags of runs documented before the sections
-keep working). Saved configs are nested dicts; ``migrate`` reads the flat dicts of older runs.
+keep working). A setting a section shares with another command is declared in a small shared
+section that the training section inherits (``MaskPriorConfig`` here; ``ImagesConfig``,
+``SAM2ModelConfig`` and ``ppo.command_options``' ``DeviceConfig``, ``OverwriteConfig`` and
+``ProgressConfig``), so each saved section stays a flat dict. Saved configs are nested dicts;
+``migrate`` reads the flat dicts of older runs.
 """
 
 from __future__ import annotations
