@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -42,11 +43,32 @@ class NonFiniteError(FloatingPointError):
 
 class CompiledStep:
     """The train env as the rollout sees it under ``compile``: every attribute is the env's,
-    except ``step``, a ``torch.compile`` of it held here (the env object is not modified)."""
+    except ``step``, a ``torch.compile`` of it held here (the env object is not modified).
+
+    A graph break is an error (``fullgraph=True``). If the backend cannot generate code for the
+    captured graph, the step warns once, naming the error, and stays eager: Inductor's CPU (C++)
+    backend in torch 2.13 fails to compile the boolean boundary morphology (``CppCompileError``
+    on mixed ``VecMask`` types), while the policy compiles and CUDA uses Triton instead."""
 
     def __init__(self, env: ClickEnv, **compile_kw):
         self.env = env
-        self.step = torch.compile(env.step, fullgraph=True, dynamic=False, **compile_kw)
+        self.compiled = torch.compile(env.step, fullgraph=True, dynamic=False, **compile_kw)
+        self.fallback: str | None = None  # why the step runs eager, once the backend failed
+
+    def step(self, *args, **kwargs):
+        if self.fallback is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:
+                from torch._dynamo.exc import BackendCompilerFailed
+                from torch._inductor.exc import InductorError
+                if not isinstance(err, (InductorError, BackendCompilerFailed)):
+                    raise
+                self.fallback = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                warnings.warn(f"--compile: the env step could not be compiled on "
+                              f"{self.env.device} ({self.fallback}); it runs eager, the policy "
+                              f"stays compiled.", RuntimeWarning, stacklevel=2)
+        return self.env.step(*args, **kwargs)
 
     def __getattr__(self, name: str):
         return getattr(self.env, name)
