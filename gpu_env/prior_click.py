@@ -3,8 +3,8 @@
 The RITM oracle clicks where the current mask is most wrong: at the pixel of the false-negative
 or false-positive region farthest from a correct pixel (docs/design.md). With the mask prior
 (an image-only network, ``ppo.prior.MaskPrior``) in place of the GT, that rule is the learned
-clicker baseline (``gpu_env.clickers.PriorClicker``). This module gives the same signal as a
-map over the action grid, so a policy can start from it and learn where to differ:
+clicker baseline (``gpu_env.evaluation.clickers.PriorClicker``). This module gives the same
+signal as a map over the action grid, so a policy can start from it and learn where to differ:
 ``prior_click_distance`` -> ``[B, 2, G, G]`` with channel 0 the predicted false negatives
 (prior says object, mask says background: a foreground click) and channel 1 the predicted false
 positives (a background click), i.e. the action coding's label-major layout. Each cell holds the

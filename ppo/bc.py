@@ -19,7 +19,7 @@ from gpu_env import oracle
 from gpu_env.datasets.io import resize_masks
 from gpu_env import actions
 from gpu_env.env import ClickEnv
-from gpu_env.clickers import OracleClicker
+from gpu_env.evaluation import OracleClicker
 
 
 def oracle_actions(env: ClickEnv, state: TensorDict, obs: TensorDict,

@@ -1,4 +1,6 @@
-"""Evaluate an agent beside the baselines on held-out images and write the results table."""
+"""The trained agent's part of evaluation: its greedy actor (the policy network, ``apply_mask``)
+and the agent evaluated beside the baselines, with the results table. Everything else of
+evaluation (clickers, curves, tables, figures, seeds) lives in ``gpu_env/evaluation/``."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from tensordict import TensorDict
 from gpu_env.config import ACTION_MASK
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
-from gpu_env.evaluation import Curves, evaluate_clicker, format_table, write_results
-from gpu_env.clickers import ActionClicker, OracleClicker, PriorClicker, RandomClicker
+from gpu_env.evaluation import (ActionClicker, Curves, OracleClicker, PriorClicker, RandomClicker,
+                                evaluate_clicker, format_table, write_results)
 from ppo.distributions import apply_mask
 
 

@@ -11,7 +11,8 @@ It serves twice:
 * as an input of the agent (``SpatialPolicy(use_mask_prior=True)``), from which the policy also
   derives predicted false-negative / false-positive maps against its current mask;
 * as the network of the supervised *learned clicker* baseline
-  (``gpu_env.clickers.PriorClicker``: RITM's rule with the prior's mask in place of the GT).
+  (``gpu_env.evaluation.clickers.PriorClicker``: RITM's rule with the prior's mask in place of
+  the GT).
 
 The network is owned by the policy (``SpatialPolicy.prior``), so checkpoints carry it, and its
 parameters are frozen after pre-training (PPO never changes them).

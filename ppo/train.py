@@ -378,8 +378,7 @@ class Trainer:
         """Greedy agent, held-out images, ``max_clicks`` clicks: mean final Dice (for best.pt).
         With a ``log``, the Dice is logged as ``eval_dice`` and ``episodes`` rendered episodes
         go to TensorBoard as one image (``eval/episodes``)."""
-        from gpu_env.evaluation import evaluate_clicker
-        from gpu_env.clickers import ActionClicker
+        from gpu_env.evaluation import ActionClicker, evaluate_clicker
         from ppo.evaluate import greedy_actor
 
         env, data = self.envs.eval_env, self.envs.eval_data

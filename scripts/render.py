@@ -112,8 +112,7 @@ def _strip(image: np.ndarray, gt: np.ndarray, ep: dict, path: Path, title: str) 
 def render_episodes(cfg: EpisodeStrips) -> list[Path]:
     import json
 
-    from gpu_env.evaluation import evaluate_clicker
-    from gpu_env.clickers import ActionClicker, OracleClicker
+    from gpu_env.evaluation import ActionClicker, OracleClicker, evaluate_clicker
     from ppo.checkpoint import load_checkpoint
     from ppo.config import TrainConfig
     from ppo.evaluate import greedy_actor

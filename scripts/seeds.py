@@ -19,8 +19,9 @@ import json
 import sys
 from pathlib import Path
 
+from gpu_env.evaluation.seeds import (RunSettings, aggregate_seeds, format_seed_tables,
+                                      load_results, write_seeds)
 from ppo.config import TrainConfig
-from ppo.seeds import aggregate_seeds, format_seed_tables, load_results, write_seeds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-dir", help="where seeds.md/json/png go")
     p.add_argument("-h", "--help", action="store_true")
     return p
+
+
+def run_settings(saved: dict) -> RunSettings:
+    """The seed, dataset and held-out split of a saved training config, read through the one
+    migration of saved configs (``TrainConfig.from_dict``), as training reads them."""
+    cfg = TrainConfig.from_dict(saved)
+    return RunSettings(cfg.run.seed, cfg.data.dataset, cfg.data.eval_split)
 
 
 def _without_resume(config: dict) -> dict:
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n=== seed {seed}: reusing {results['meta']['path']}")
             runs.append(results)
         summary_dir = Path(args.summary_dir or Path(cfg.run.out_dir) / f"{cfg.run.exp_name}_seeds")
-    agg = aggregate_seeds(runs)
+    agg = aggregate_seeds(runs, settings=run_settings)
     paths = write_seeds(agg, summary_dir)
     print()
     print(format_seed_tables(agg))

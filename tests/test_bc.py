@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpu_env.clickers import OracleClicker
+from gpu_env.evaluation import OracleClicker
 from ppo.bc import behaviour_cloning, oracle_actions
 from ppo.train import Trainer
 from tests.test_train import tiny

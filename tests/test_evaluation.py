@@ -12,7 +12,7 @@ from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets import load_dataset
 from gpu_env.env import ClickEnv
 from gpu_env.evaluation import Curves, evaluate_clicker, format_table, write_results
-from gpu_env.clickers import OracleClicker, RandomClicker, clicked_pixels
+from gpu_env.evaluation.clickers import OracleClicker, RandomClicker, clicked_pixels
 from sam_batch.geodesic import GeodesicSegmenter
 from references.ritm_clicker import Clicker as RefClicker
 

@@ -12,7 +12,7 @@ import torch
 
 from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
                             SAM_PROB)
-from gpu_env.clickers import OracleClicker, PriorClicker
+from gpu_env.evaluation import OracleClicker, PriorClicker
 from ppo.prior import MaskPrior, attach_prior, prior_probabilities, train_mask_prior
 from ppo.train import Trainer
 from tests.test_train import tiny

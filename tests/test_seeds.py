@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ppo.seeds import aggregate_seeds, format_seed_tables, load_results, write_seeds
+from gpu_env.evaluation import aggregate_seeds, format_seed_tables, load_results, write_seeds
 
 
 def fake_run(seed: int, agent: list[float], base: list[float], noc90: float = 19.0,

@@ -1,4 +1,4 @@
-"""Evaluation: Dice-after-k-clicks curves, NoC, and the results table (text, CSV, JSON, plot).
+"""Dice-after-k-clicks curves and NoC of a clicker on held-out images (``evaluate_clicker``).
 
 Episodes run over a fixed list of held-out images in order. Click 0 is the initial user click
 (the oracle's first click); clicks 1.. are the policy's. Metrics per click:
@@ -14,11 +14,7 @@ reaches t; an episode that never reaches it within ``max_clicks`` counts ``max_c
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -29,8 +25,7 @@ from tqdm.auto import tqdm
 from gpu_env import metrics
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
-from gpu_env.clickers import Clicker
-from sam_batch.atomic_io import atomic_write
+from gpu_env.evaluation.clickers import Clicker
 
 NOC_THRESHOLDS = (0.85, 0.90)
 
@@ -93,8 +88,6 @@ def evaluate_clicker(env: ClickEnv, dataset: SegDataset, clicker: Clicker | None
     ``env`` is re-used with ``max_clicks = num_clicks - 1`` (same constants, no target Dice).
     ``original_resolution=False`` skips the original-size metrics (left at NaN): quick
     evaluations during training use it."""
-    from dataclasses import replace
-
     if num_clicks < 1:
         raise ValueError(f"num_clicks must be >= 1 (the initial click counts), got {num_clicks}")
     env = env.with_config(replace(env.config, max_clicks=max(num_clicks - 1, 1), target_dice=None))
@@ -137,82 +130,3 @@ def evaluate_clicker(env: ClickEnv, dataset: SegDataset, clicker: Clicker | None
         bar.update(b)
     bar.close()
     return Curves(name=name, episodes=episodes, **cols)
-
-
-# ---------------------------------------------------------------------------- reporting
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.3f} ± {std:.3f}"
-
-
-def format_table(summaries: list[dict], key: str = "dice", title: str | None = None) -> str:
-    """Markdown table: one row per policy, Dice mean ± std after each click, NoC, boundary."""
-    k = min(s["clicks"] for s in summaries)
-    head = ["policy"] + [f"{key}@{c}" for c in range(k + 1)] + ["NoC@85", "NoC@90", f"BF@{k}"]
-    lines = []
-    if title:
-        lines.append(f"**{title}**\n")
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "|".join(["---"] * len(head)) + "|")
-    for s in summaries:
-        cells = [s["name"]]
-        cells += [_pm(s[f"{key}_mean"][c], s[f"{key}_std"][c]) for c in range(k + 1)]
-        cells += [f"{s['noc85_mean']:.2f}", f"{s['noc90_mean']:.2f}",
-                  _pm(s["boundary_mean"][k], s["boundary_std"][k])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_results(summaries: list[dict], out_dir: str | Path, meta: dict | None = None) -> dict:
-    """Write ``results.json``, ``results.csv`` and ``dice_vs_clicks.png`` into ``out_dir``
-    (each atomically). Returns the paths."""
-    out = Path(out_dir)
-    paths = {"json": out / "results.json", "csv": out / "results.csv",
-             "plot": out / "dice_vs_clicks.png"}
-    atomic_write(paths["json"], lambda f: json.dump({"meta": meta or {}, "results": summaries},
-                                                     f, indent=2))
-
-    def write_csv(f):
-        w = csv.writer(f)
-        w.writerow(["policy", "metric", "click", "mean", "std"])
-        for s in summaries:
-            for key in ("dice", "dice_orig", "iou", "boundary"):
-                for c, (m, sd) in enumerate(zip(s[f"{key}_mean"], s[f"{key}_std"])):
-                    w.writerow([s["name"], key, c, f"{m:.6f}", f"{sd:.6f}"])
-            for t in ("noc85", "noc90"):
-                w.writerow([s["name"], t, "", f"{s[f'{t}_mean']:.6f}", f"{s[f'{t}_std']:.6f}"])
-
-    atomic_write(paths["csv"], write_csv)
-    plot_curves(summaries, paths["plot"])
-    return paths
-
-
-def plot_curves(summaries: list[dict], path: str | Path) -> None:
-    """Dice (mean ± std band) vs clicks, one line per policy; written atomically as PNG."""
-    fig = new_figure(figsize=(6, 4), dpi=120)
-    ax = fig.subplots()
-    for s in summaries:
-        m = np.asarray(s["dice_mean"])
-        sd = np.asarray(s["dice_std"])
-        x = np.arange(len(m))
-        ax.plot(x, m, marker="o", label=s["name"])
-        ax.fill_between(x, m - sd, m + sd, alpha=0.12)
-    ax.set_xlabel("click (0 = initial user click)")
-    ax.set_ylabel("Dice (low-res)")
-    ax.set_ylim(max(0.0, math.floor(min(min(s["dice_mean"]) for s in summaries) * 10) / 10 - 0.1), 1.0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
-def new_figure(**kw):
-    """A matplotlib ``Figure`` outside pyplot: no backend is chosen and no global figure list
-    is touched, so library code never changes the caller's matplotlib state."""
-    from matplotlib.figure import Figure
-
-    return Figure(**kw)
-
-
-def save_figure(fig, path: str | Path) -> None:
-    """``fig.tight_layout()``, then save it as PNG atomically (temp file, rename)."""
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True, what="figure")

@@ -1,30 +1,33 @@
 """Mean ± std over training seeds: aggregate several runs' ``results.json`` into one table.
 
-Each training seed gives one evaluation (``gpu_env.evaluation.Curves.summary`` per policy:
-per-click means over the held-out images). Across seeds, the spread that matters is that of
-those per-seed means, so this module reports, per policy and click, the mean over seeds and the
-sample standard deviation over seeds (``ddof=1``), plus every seed's own value. For the agent it
+Each training seed gives one evaluation (``Curves.summary`` per policy: per-click means over the
+held-out images). Across seeds, the spread that matters is that of those per-seed means, so this
+module reports, per policy and click, the mean over seeds and the sample standard deviation over
+seeds (``ddof=1``), plus every seed's own value. For the agent it
 also reports its difference to baseline rows ("no further clicks" and the oracle), computed per
 seed: mean ± std over seeds and the worst seed, which is what "never below the baseline" and
 "within 0.02 of the oracle" are about.
 
 Runs are only comparable on the same held-out images with the same number of evaluation
-clicks (NoC depends on it); anything else raises a ``ValueError`` naming the runs.
+clicks (NoC depends on it); anything else raises a ``ValueError`` naming the runs. The seed,
+dataset and held-out split come from each run's saved training config through ``settings``
+(default ``read_settings``; the seeds command passes ``ppo.config``'s migration).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from gpu_env.evaluation import new_figure, save_figure
-from ppo.config import TrainConfig
+from gpu_env.evaluation.figures import plot_seeds
+from gpu_env.evaluation.results import plus_minus
 from sam_batch.atomic_io import atomic_write
 
-__all__ = ["aggregate_seeds", "format_seed_tables", "load_results", "plot_seeds", "write_seeds"]
+__all__ = ["RunSettings", "aggregate_seeds", "format_seed_tables", "load_results",
+           "read_settings", "write_seeds"]
 
 METRICS = ("dice", "dice_orig", "iou", "boundary")
 NOCS = ("noc85", "noc90")
@@ -50,23 +53,44 @@ def load_results(path: str | Path) -> dict:
     return data
 
 
-def _config(run: dict) -> TrainConfig | None:
-    """The training config a results file records (nested, or flat for older runs)."""
+class RunSettings(NamedTuple):
+    """What aggregation reads of a run's saved training config."""
+
+    seed: int | None
+    dataset: str | None
+    eval_split: str | None
+
+
+def read_settings(saved: dict) -> RunSettings:
+    """The settings of a saved training config as saved: nested (``{"run": {"seed": ..},
+    "data": {"dataset": .., "eval_split": ..}}``) or flat (runs saved before the sections).
+    A missing setting is None."""
+    def section(name: str) -> dict:
+        return saved[name] if isinstance(saved.get(name), dict) else saved
+
+    return RunSettings(section("run").get("seed"), section("data").get("dataset"),
+                       section("data").get("eval_split"))
+
+
+Settings = Callable[[dict], RunSettings]
+"""Saved config dict -> ``RunSettings`` (``read_settings``, or a caller's migration)."""
+
+
+def _saved_settings(run: dict, settings: Settings) -> RunSettings | None:
+    """The settings of the training config a results file records (None: it records none)."""
     saved = run["meta"].get("config")
-    return TrainConfig.from_dict(saved) if saved else None
+    return settings(saved) if saved else None
 
 
-def _seed_of(run: dict, index: int) -> int | str:
-    cfg = _config(run)
-    return f"run{index}" if cfg is None else cfg.run.seed
+def _seed_of(run: dict, index: int, settings: Settings) -> int | str:
+    got = _saved_settings(run, settings)
+    return f"run{index}" if got is None or got.seed is None else got.seed
 
 
-def _check_comparable(runs: list[dict]) -> None:
+def _check_comparable(runs: list[dict], settings: Settings) -> None:
     def describe(r):
-        m = r["meta"]
-        cfg = _config(r)
-        dataset, split = (None, None) if cfg is None else (cfg.data.dataset, cfg.data.eval_split)
-        return (dataset, m.get("eval_split", split),
+        got = _saved_settings(r, settings) or RunSettings(None, None, None)
+        return (got.dataset, r["meta"].get("eval_split", got.eval_split),
                 r["results"][0]["num_images"], r["results"][0]["max_clicks"])
 
     ref = describe(runs[0])
@@ -81,7 +105,7 @@ def _check_comparable(runs: list[dict]) -> None:
 
 
 def aggregate_seeds(runs: list[dict], baselines: tuple[str, ...] = BASELINES,
-                    agent_prefix: str = "agent") -> dict:
+                    agent_prefix: str = "agent", settings: Settings = read_settings) -> dict:
     """Aggregate per-seed results (``load_results`` dicts) into per-policy rows.
 
     Returns ``{"seeds": [...], "num_images", "max_clicks", "sources", "rows": [row, ...],
@@ -91,10 +115,12 @@ def aggregate_seeds(runs: list[dict], baselines: tuple[str, ...] = BASELINES,
 
     ``differences`` pairs every row whose name starts with ``agent_prefix`` with every row of
     ``baselines`` present, per seed (agent minus baseline): ``dice_*`` per click with the worst
-    seed as ``dice_min``, and ``noc85_*``/``noc90_*`` with the worst seed as ``noc*_max``."""
+    seed as ``dice_min``, and ``noc85_*``/``noc90_*`` with the worst seed as ``noc*_max``.
+
+    ``settings`` reads a run's seed, dataset and held-out split from its saved config."""
     if len(runs) < 2:
         raise ValueError(f"need at least 2 runs to aggregate over seeds, got {len(runs)}")
-    _check_comparable(runs)
+    _check_comparable(runs, settings)
     names = [s["name"] for s in runs[0]["results"]]
     by_run = [{s["name"]: s for s in r["results"]} for r in runs]
     for r, named in zip(runs, by_run):
@@ -127,7 +153,7 @@ def aggregate_seeds(runs: list[dict], baselines: tuple[str, ...] = BASELINES,
                 worst = vals.min(0) if m == "dice" else vals.max(0)  # NoC: more clicks is worse
                 diff[f"{m}_{'min' if m == 'dice' else 'max'}"] = worst.tolist()
             differences.append(diff)
-    return {"seeds": [_seed_of(r, i) for i, r in enumerate(runs)],
+    return {"seeds": [_seed_of(r, i, settings) for i, r in enumerate(runs)],
             "num_images": runs[0]["results"][0]["num_images"],
             "max_clicks": runs[0]["results"][0]["max_clicks"],
             "sources": [r["meta"].get("path") for r in runs], "rows": rows,
@@ -138,10 +164,6 @@ def _spread(key: str, vals: np.ndarray) -> dict:
     """``<key>_seeds``, ``<key>_mean`` and the sample std (ddof=1) ``<key>_std`` over axis 0."""
     return {f"{key}_seeds": vals.tolist(), f"{key}_mean": vals.mean(0).tolist(),
             f"{key}_std": vals.std(0, ddof=1).tolist()}
-
-
-def _pm(mean: float, std: float, digits: int = 3) -> str:
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def format_seed_tables(agg: dict, key: str = "dice") -> str:
@@ -155,8 +177,9 @@ def format_seed_tables(agg: dict, key: str = "dice") -> str:
              f"{agg['max_clicks']} clicks**\n",
              "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for r in agg["rows"]:
-        cells = [r["name"]] + [_pm(r[f"{key}_mean"][c], r[f"{key}_std"][c]) for c in range(k + 1)]
-        cells += [_pm(r[f"{t}_mean"], r[f"{t}_std"], 2) for t in NOCS]
+        cells = [r["name"]] + [plus_minus(r[f"{key}_mean"][c], r[f"{key}_std"][c])
+                               for c in range(k + 1)]
+        cells += [plus_minus(r[f"{t}_mean"], r[f"{t}_std"], 2) for t in NOCS]
         lines.append("| " + " | ".join(cells) + " |")
     if key == "dice" and agg["differences"]:
         lines += ["", "**Agent minus baseline, per seed: mean ± std over seeds (worst seed); "
@@ -171,23 +194,6 @@ def format_seed_tables(agg: dict, key: str = "dice") -> str:
                       for t in NOCS]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def plot_seeds(agg: dict, path: str | Path) -> None:
-    """Dice vs clicks, mean over seeds with ±std error bars, one line per policy (atomic PNG)."""
-    fig = new_figure(figsize=(6, 4), dpi=120)
-    ax = fig.subplots()
-    for r in agg["rows"]:
-        m, sd = np.asarray(r["dice_mean"]), np.asarray(r["dice_std"])
-        ax.errorbar(np.arange(len(m)), m, yerr=sd, marker="o", capsize=3, label=r["name"])
-    low = min(min(r["dice_mean"]) for r in agg["rows"])
-    ax.set_ylim(max(0.0, math.floor(low * 10) / 10 - 0.1), 1.0)
-    ax.set_xlabel("click (0 = initial user click)")
-    ax.set_ylabel("Dice (low-res)")
-    ax.set_title(f"mean ± std over {len(agg['seeds'])} training seeds", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
 
 
 def write_seeds(agg: dict, out_dir: str | Path) -> dict:
