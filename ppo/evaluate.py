@@ -1,6 +1,7 @@
-"""The trained agent's part of evaluation: its greedy actor (the policy network, ``apply_mask``)
-and the agent evaluated beside the baselines, with the results table. Everything else of
-evaluation (clickers, curves, tables, figures, seeds) lives in ``gpu_env/evaluation/``."""
+"""The trained agent's part of evaluation: its greedy actor (the policy network, ``apply_mask``),
+the agent evaluated alone (training's quick evaluation) or beside the baselines, and the results
+table. Everything else of evaluation (clickers, curves, tables, figures, seeds) lives in
+``gpu_env/evaluation/``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ def greedy_actor(policy: torch.nn.Module):
     return act
 
 
+def agent_curves(env: ClickEnv, dataset: SegDataset, policy: torch.nn.Module, *,
+                 name: str = "agent (PPO)", **kw) -> Curves:
+    """The greedy ``policy`` on every image of ``dataset`` in order (``kw``: those of
+    ``evaluate_clicker``); the policy is left in the train/eval mode it was in."""
+    ids = torch.arange(len(dataset), device=env.device)
+    was_training = policy.training
+    policy.eval()
+    try:
+        return evaluate_clicker(env, dataset, ActionClicker(name, greedy_actor(policy)), ids, **kw)
+    finally:
+        policy.train(was_training)
+
+
 def evaluate_agent(env: ClickEnv, dataset: SegDataset, policy: torch.nn.Module | None, *,
                    num_clicks: int = 20, batch_size: int = 64, seed: int = 0,
                    baselines: bool = True, record: int = 0, progress: bool = True,
@@ -42,10 +56,8 @@ def evaluate_agent(env: ClickEnv, dataset: SegDataset, policy: torch.nn.Module |
         record=record, progress=progress, name=name)
     curves = []
     if policy is not None:
-        was_training = policy.training
-        policy.eval()
-        curves.append(run(ActionClicker(agent_name, greedy_actor(policy))))
-        policy.train(was_training)
+        curves.append(agent_curves(env, dataset, policy, name=agent_name, num_clicks=num_clicks,
+                                   batch_size=batch_size, record=record, progress=progress))
     if baselines:
         curves.append(run(OracleClicker(grid=False)))
         curves.append(run(OracleClicker(grid=True)))

@@ -378,16 +378,12 @@ class Trainer:
         """Greedy agent, held-out images, ``max_clicks`` clicks: mean final Dice (for best.pt).
         With a ``log``, the Dice is logged as ``eval_dice`` and ``episodes`` rendered episodes
         go to TensorBoard as one image (``eval/episodes``)."""
-        from gpu_env.evaluation import ActionClicker, evaluate_clicker
-        from ppo.evaluate import greedy_actor
+        from ppo.evaluate import agent_curves
 
         env, data = self.envs.eval_env, self.envs.eval_data
-        ids = torch.arange(len(data), device=env.device)
-        self.policy.eval()
-        curves = evaluate_clicker(env, data, ActionClicker("agent", greedy_actor(self.policy)),
-                                  ids, num_clicks=self.cfg.env.max_clicks + 1, progress=False,
-                                  original_resolution=False, record=episodes)
-        self.policy.train()
+        curves = agent_curves(env, data, self.policy, name="agent",
+                              num_clicks=self.cfg.env.max_clicks + 1, progress=False,
+                              original_resolution=False, record=episodes)
         metric = float(curves.dice[:, -1].mean())
         if log is not None:
             log.write_eval(self.global_step, metric, curves.episodes, env, data)
