@@ -42,8 +42,7 @@ from gpu_env.datasets.base import SegDataset
 from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
 from gpu_env.prior_click import prior_click_distance
-from gpu_env.host_allocator import keeps_freed_memory
-from gpu_env.row_chunks import CPU_ROW_CHUNK, by_rows
+from gpu_env.row_chunks import by_rows, rows_per_pass
 from gpu_env.reward import boundary_gt_terms, boundary_score, step_reward
 from gpu_env import actions
 from sam_batch.segmenter import Segmenter, points_from_pixels
@@ -60,15 +59,10 @@ class ClickEnv:
       image_pool: optional subset of dataset indices that resets draw from (default: all).
       init_chunk: batch size used to precompute the per-image initial episode.
       row_chunk: ``step``/``step_autoreset``/``observe``/``reset`` process at most this many rows
-        at a time and concatenate (rows are independent, so the result is the same bitwise;
-        tested). ``None``: the whole batch, except on a CPU in a process that returns freed
-        memory to the OS (glibc's default; ``gpu_env.host_allocator``): 32 rows there, since
-        every whole-batch temporary above glibc's mmap threshold would be faulted in afresh on
-        every step (measured, weight-free, 1 thread, ms per row at B = 16/64/256: whole batch
-        1.52/1.40/2.88, 32-row chunks 1.36/1.54/1.86; with ``keep_freed_memory()`` whole batch
-        1.39/1.36/1.37, 32-row chunks 1.34/1.47/1.47, the concatenation of the chunks being
-        the difference). Keep it a multiple of the segmenter's own CPU chunk (geodesic: 16;
-        SAM2: 4).
+        at a time and concatenate (rows are independent: the same result bitwise; tested). None:
+        ``gpu_env.row_chunks.rows_per_pass`` decides at each call (32 on a CPU while the process
+        returns freed memory to the OS, where whole-batch temporaries would be faulted in afresh
+        every step; the whole batch otherwise). A multiple of the segmenter's CPU chunk (16/4).
     """
 
     def __init__(self, segmenter: Segmenter, dataset: SegDataset, config: EnvConfig = PROTOTYPE_ENV,
@@ -89,8 +83,7 @@ class ClickEnv:
         self.device = torch.device(segmenter.device)
         if row_chunk is not None and row_chunk < 1:
             raise ValueError(f"row_chunk={row_chunk} must be >= 1 (or None for the device default)")
-        self.row_chunk = row_chunk if row_chunk is not None else (
-            CPU_ROW_CHUNK if self.device.type == "cpu" and not keeps_freed_memory() else None)
+        self._row_chunk = row_chunk
         self.num_images = len(dataset)
         self.mask_size = M = segmenter.mask_size
         self.input_size = segmenter.input_size
@@ -103,6 +96,12 @@ class ClickEnv:
         self.gt_terms = boundary_gt_terms(self.gt, config)
         self._precompute_initial(init_chunk)
         self.mask_prior: Tensor | None = None  # [N, 1, S, S], see set_mask_prior
+
+
+    @property
+    def row_chunk(self) -> int | None:
+        """Rows per pass now (the class docstring's ``row_chunk``)."""
+        return rows_per_pass(self._row_chunk, self.device)
 
     def set_mask_prior(self, probs: Tensor) -> None:
         """Install the per-image mask prior ``probs [N, 1, S, S]`` (probabilities in [0, 1], one

@@ -24,7 +24,7 @@ import torch
 import tyro
 
 from gpu_env.config import PROTOTYPE_ENV
-from gpu_env.host_allocator import keep_freed_memory
+from gpu_env.host_allocator import freed_memory_kept
 from gpu_env.datasets.config import DataConfig
 from gpu_env.env import ClickEnv
 from ppo.command_options import DeviceConfig, EpisodesConfig, ResultsConfig
@@ -69,7 +69,8 @@ def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.devi
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.episodes.seed)
         prior = MaskPrior(width=cfg.prior.prior_width).to(device)
-    stats = train_mask_prior(prior, rgb, gt, steps=cfg.prior.prior_steps, seed=cfg.episodes.seed)
+    with freed_memory_kept():  # for the training steps, not the images' loading (host_allocator)
+        stats = train_mask_prior(prior, rgb, gt, steps=cfg.prior.prior_steps, seed=cfg.episodes.seed)
     env.set_mask_prior(prior_probabilities(prior, env.rgb))
     return (f"U-Net width {cfg.prior.prior_width} trained on {len(train)} "
             f"{cfg.data.train_split} images, "
@@ -79,7 +80,6 @@ def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.devi
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(tyro.conf.OmitArgPrefixes[BaselineConfig], args=argv, description=__doc__)
     cfg.episodes.check("scripts.baselines")
-    keep_freed_memory()  # process-wide allocator choice, made here at the entry point
     out = cfg.results.out or DEFAULT_OUT
     try:
         device = cfg.device.resolve()
@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.prior.prior_steps:
         trained = train_learned_clicker(cfg, env, device)
     ep = cfg.episodes
-    curves = evaluate_agent(env, data, None, num_clicks=ep.num_clicks, batch_size=ep.batch_size,
-                            seed=ep.seed)
+    with freed_memory_kept():
+        curves = evaluate_agent(env, data, None, num_clicks=ep.num_clicks,
+                                batch_size=ep.batch_size, seed=ep.seed)
     meta = {"segmenter": label, "dataset": cfg.data.dataset, "split": cfg.data.eval_split,
             "images": len(data), "command": " ".join(["sam2click-baselines", *(argv or sys.argv[1:])])}
     if trained:

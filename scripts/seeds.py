@@ -110,11 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("use --seeds S1 S2 ... (not --seed) with scripts.seeds")
         if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
             raise SystemExit(f"--seeds needs at least two distinct seeds, got {args.seeds}")
-        from gpu_env.host_allocator import keep_freed_memory
-        from scripts.train import train_and_evaluate
+        from scripts.train import train_and_evaluate  # keeps freed memory while each trains
 
         cfg = TrainConfig.from_cli(rest, description=__doc__)
-        keep_freed_memory()  # process-wide allocator choice, made here at the entry point
         runs = []
         for seed in args.seeds:
             run = seed_config(cfg, seed)

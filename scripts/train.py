@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gpu_env.host_allocator import keep_freed_memory
+from gpu_env.host_allocator import freed_memory_kept
 from ppo import distributed as dist_utils
 from ppo.checkpoint import CheckpointError
 from ppo.config import TrainConfig
@@ -36,7 +36,9 @@ def train_and_evaluate(cfg: TrainConfig) -> Path | None:
     trainer = Trainer(cfg)
     eval_dir = None
     try:
-        with trainer.claim_folder():  # the lock covers training and the evaluation after it
+        # The lock covers training and the evaluation after it. Freed memory is kept from here:
+        # for the repeated work, not for building the run (gpu_env/host_allocator.py).
+        with trainer.claim_folder(), freed_memory_kept():
             trainer.run()
             if trainer.ctx.rank == 0:
                 eval_dir = evaluate_run(trainer)
@@ -73,7 +75,6 @@ def evaluate_run(trainer: Trainer) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_cli(argv, description=__doc__)
-    keep_freed_memory()  # process-wide allocator choice, made here at the entry point
     try:
         train_and_evaluate(cfg)
     except USER_ERRORS as err:

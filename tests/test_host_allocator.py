@@ -54,3 +54,21 @@ def test_training_is_bit_identical_with_freed_memory_kept(tmp_path):
         assert torch.equal(a[k], b[k]), k
     # without it the same iterations fault their buffers in again; with it almost nothing does
     assert out["1"]["faults"] * 10 < out["0"]["faults"], out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt (Linux) only")
+def test_freed_memory_kept_for_a_block_then_glibc_defaults_again():
+    """The commands keep freed memory for their repeated work only (after building the run):
+    inside the block the env steps a CPU batch whole, after it in 32-row chunks again."""
+    from gpu_env.datasets import load_dataset
+    from gpu_env.env import ClickEnv
+    from gpu_env.host_allocator import freed_memory_kept, keeps_freed_memory
+    from sam_batch.geodesic import GeodesicSegmenter
+
+    data = load_dataset("synthetic", split="train", size=256, count=2)
+    env = ClickEnv(GeodesicSegmenter(data.images), data)  # built before the block, as train does
+    with freed_memory_kept() as on:
+        assert on is True and keeps_freed_memory()
+        assert env.row_chunk is None
+    assert not keeps_freed_memory()
+    assert env.row_chunk == 32
