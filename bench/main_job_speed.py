@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads (the main job uses all cores)")
     p.add_argument("--out", type=Path, default=None, help="write the figures here as JSON")
     a = p.parse_args(argv)
+    if a.out is not None and a.out.exists():
+        raise SystemExit(f"--out {a.out} already exists; pass a new path (results are never "
+                         f"overwritten)")
     args = [str(a.train_images), str(a.threads), str(a.iterations)]
     rates: dict[str, list[float]] = {"this": [], "other": []}
     for r in range(a.repeats):
@@ -133,11 +136,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"({res['s_per_iteration']:.2f} s per iteration)", flush=True)
     parts = run(ROOT, PARTS, args[:2])
     this, other = statistics.median(rates["this"]), statistics.median(rates["other"])
+    other_commit = _commit(a.other)
+    # The command as anyone can rerun it: the other checkout by its commit, not this machine's path.
+    mark = f"<checkout of {other_commit[:7]}>" if other_commit else str(a.other)
+    words = [mark if w == str(a.other) else f"--other={mark}" if w.startswith("--other=") else w
+             for w in (argv or sys.argv[1:])]
     summary = {"this_steps_per_s": this, "other_steps_per_s": other, "speedup": this / other,
-               "runs": rates, "parts_this": parts, "other": str(a.other),
-               "other_commit": _commit(a.other), "this_commit": _commit(ROOT), "threads": a.threads,
+               "runs": rates, "parts_this": parts, "other_commit": other_commit,
+               "this_commit": _commit(ROOT), "threads": a.threads,
                "iterations": a.iterations, "train_images": a.train_images,
-               "command": "python -m bench.main_job_speed " + " ".join(argv or sys.argv[1:])}
+               "command": "python -m bench.main_job_speed " + " ".join(words)}
     print(f"median: this {this:.1f}, other {other:.1f} env steps/s: {this / other:.2f}x")
     print(f"this checkout's parts: rollout {parts['collect_steps_per_s']:.0f} env steps/s, "
           f"update {parts['update_samples_per_s']:.0f} samples/s "
