@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # sectioned ones both work.
 SETUP = r"""
 import dataclasses, json, sys, tempfile, time
-try:  # what the checkout's sam2click-train does at its entry point (checkouts that have it)
+try:  # freed memory kept for the timed iterations, as the checkout's sam2click-train keeps it
+    # for training (checkouts that have it); set before the build here, which changes the peak
+    # memory of building the trainer, not the PPO iterations timed
     from gpu_env.host_allocator import keep_freed_memory
     keep_freed_memory()
 except ImportError:

@@ -97,7 +97,6 @@ class ClickEnv:
         self._precompute_initial(init_chunk)
         self.mask_prior: Tensor | None = None  # [N, 1, S, S], see set_mask_prior
 
-
     @property
     def row_chunk(self) -> int | None:
         """Rows per pass now (the class docstring's ``row_chunk``)."""

@@ -20,9 +20,11 @@ commands that build a large dataset set it after the build, for the work that re
 (``freed_memory_kept()`` around training, the mask prior and evaluation: peak 4.9 GB, the same
 speed), and hand the memory back when the block ends.
 
-It changes the whole process, so library code never calls it: the entry points do
-(``sam2click-train``, ``-evaluate``, ``-baselines``, ``-seeds``, and the benchmarks, which
-measure what those commands get; ``--bench-system-allocator`` measures without it). Library code
+It changes the whole process, so library code never calls it: the commands do
+(``sam2click-train`` and ``-seeds`` around each run's training and evaluation, ``-baselines``
+around its prior training and evaluation, ``-evaluate`` at its entry point, its setup being
+small), and so do the benchmarks, which measure what those commands get
+(``--bench-system-allocator`` measures without it). Library code
 may ask ``keeps_freed_memory()``: ``ClickEnv`` then runs its CPU steps over the whole batch
 instead of 32-row chunks, since a whole-batch working set no longer costs page faults. A no-op
 returning False where the C library has no ``mallopt`` (macOS, musl) or refuses the values.
@@ -46,7 +48,7 @@ _M_MMAP_MAX = -4
 _DEFAULT_MMAP_MAX = 65536  # glibc's defaults, restored when a freed_memory_kept() block ends
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 
-_keeping = False  # set once by keep_freed_memory(); read by keeps_freed_memory()
+_keeping = False  # set by keep_freed_memory(), cleared when a freed_memory_kept() block ends
 
 
 def _libc():
