@@ -40,6 +40,7 @@ __all__ = [
     "ActorCritic",
     "ProtoCNN",
     "SpatialPolicy",
+    "input_dtype",
     "layer_init",
     "make_actor_critic",
     "num_parameters",
@@ -65,6 +66,19 @@ def layer_init(layer: nn.Module, gain: float = HIDDEN_GAIN) -> nn.Module:
 
 def num_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def input_dtype(weight: Tensor) -> torch.dtype:
+    """The dtype the network's input planes are concatenated in: autocast's lower precision when
+    ``torch.autocast`` is on for ``weight``'s device (a run's ``--autocast bf16``), else the
+    parameters' dtype. Casting each plane before the concatenation gives bitwise the values the
+    first convolution's own autocast cast would give, on half the bytes, and without a second
+    full-size copy (on the 2-core CPU the cast of the 10 x 128 x 128 stem input was ~10 % of a bf16
+    update; ``tests/test_policy_autocast.py``)."""
+    device = weight.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
 
 
 def _check_planes(name: str, x: Tensor | None, channels: int, size: int | None) -> Tensor:
@@ -121,7 +135,7 @@ class ProtoCNN(nn.Module):
 
     def forward(self, observation: Tensor, gt_error: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``[B, 6, S, S]`` (+ ``[B, 2, S, S]``) -> logits ``[B, A]``, value ``[B, 1]``."""
-        dtype = self.policy_head.weight.dtype
+        dtype = input_dtype(self.policy_head.weight)
         x = _check_planes(OBS, observation, 6, self.obs_size).to(dtype)
         if self.use_gt_error:
             x = torch.cat([x, _check_planes(GT_ERROR, gt_error, 2, self.obs_size).to(dtype)], 1)
@@ -239,7 +253,8 @@ class SpatialPolicy(nn.Module):
         prior_click: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Observation planes ``[B, C, S, S]`` -> logits ``[B, 2*G*G]``, value ``[B, 1]``."""
-        dtype = self.policy_head.weight.dtype
+        param_dtype = self.policy_head.weight.dtype
+        dtype = input_dtype(self.policy_head.weight)
         S, G = self.obs_size, self.grid_size
         planes = [_check_planes(OBS, observation, 6, S)]
         if self.use_sam_prob:
@@ -256,13 +271,14 @@ class SpatialPolicy(nn.Module):
             h = F.adaptive_avg_pool2d(h, G)
         if self.use_image_embedding:
             e = _check_planes(IMAGE_EMBEDDING, image_embedding, self.embedding_channels, None)
-            e = F.adaptive_avg_pool2d(e.to(dtype), G)
+            e = F.adaptive_avg_pool2d(e.to(param_dtype), G)
             h = torch.cat([h, self.embed_proj(e)], 1)
         if self.prior_distance:
-            h = torch.cat([h, prior_error_distance(mask_prior, observation[:, 3:4], G).to(dtype)], 1)
+            dist = prior_error_distance(mask_prior, observation[:, 3:4], G).to(param_dtype)
+            h = torch.cat([h.to(dtype), dist.to(dtype)], 1)
         if self.use_prior_click:
             click = _check_planes(PRIOR_CLICK, prior_click, 2, G)
-            h = torch.cat([h, click.to(dtype) * (1.0 / PRIOR_CLICK_UNIT)], 1)
+            h = torch.cat([h.to(dtype), (click.to(param_dtype) * (1.0 / PRIOR_CLICK_UNIT)).to(dtype)], 1)
         h = self.body(h)
         logits = self.policy_head(h).flatten(1)  # [B, 2, G, G] -> label * G*G + row * G + col
         if self.prior_click_scale is not None:

@@ -193,14 +193,19 @@ class GeodesicSegmenter:
         ``labels [B, K]`` (1 fg, 0 bg, -1 unused). Returns logits ``[B, 1, mask_size, mask_size]``
         float32 and score ``[B]``. On the CPU rows are processed ``cpu_chunk`` at a time: the
         working set then stays in cache (same result, ~1.5x faster at B = 64).
+
+        Always fp32, also inside ``torch.autocast`` (a run's ``--autocast bf16``): this is a
+        geometric model, not a network, so bf16 would only round its distances; its masks are
+        bitwise those of an fp32 run (``tests/test_weightfree_segmenter.py``).
         """
         B, M = image_ids.shape[0], self.mask_size
         step = B if self.device.type != "cpu" else max(1, self.config.cpu_chunk)
         logits = torch.empty(B, 1, M, M, device=self.device)
         score = torch.empty(B, device=self.device)
-        for i in range(0, B, step):  # B and step are Python ints: no host sync
-            self._decode_rows(image_ids[i:i + step], points[i:i + step], labels[i:i + step],
-                              logits[i:i + step, 0], score[i:i + step])
+        with torch.autocast(self.device.type, enabled=False):
+            for i in range(0, B, step):  # B and step are Python ints: no host sync
+                self._decode_rows(image_ids[i:i + step], points[i:i + step], labels[i:i + step],
+                                  logits[i:i + step, 0], score[i:i + step])
         return DecodeOutput(logits, score)
 
     def _decode_rows(self, image_ids: Tensor, points: Tensor, labels: Tensor, out_logits: Tensor,

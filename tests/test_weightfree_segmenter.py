@@ -254,6 +254,18 @@ def test_results_do_not_depend_on_cpu_chunking(val_set):
     assert torch.allclose(a.logits, b.logits, atol=1e-4)
 
 
+def test_autocast_leaves_decode_in_fp32(seg):
+    """A run's ``--autocast bf16`` used to crash the decode (its ``out=`` upsampling got a bf16
+    product); it now decodes in fp32 inside autocast, bitwise as without it."""
+    points, labels, _ = _random_clicks(B=10, K=4, seed=9)
+    ids = torch.arange(10)
+    plain = seg.decode(ids, points, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = seg.decode(ids, points, labels)
+    assert mixed.logits.dtype == torch.float32
+    assert torch.equal(plain.logits, mixed.logits) and torch.equal(plain.score, mixed.score)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(seg, val_set):
