@@ -10,7 +10,8 @@ not an env step; a checkout whose command keeps freed host memory, ``gpu_env.hos
 does so here too), runs one warm-up PPO iteration, then times ``--iterations`` iterations of
 ``Trainer.iterate()`` (rollout + GAE + update). It also times the two halves of an iteration
 in this checkout (``collect`` and ``ppo_update``). Prints env steps/s per checkout, the ratio,
-and writes the figures as JSON with ``--out``.
+and writes the figures as JSON with ``--out``. ``--autocast bf16`` runs this checkout as
+``sam2click-train --autocast bf16`` would (the other checkout keeps its default, fp32).
 
 The child code sets config fields by leaf name, so it runs against a flat config (older
 commits) and a nested one alike.
@@ -56,20 +57,23 @@ def set_leaf(cfg, name, value):
                 return dataclasses.replace(cfg, **{f.name: new}), True
     return cfg, False
 
-images, threads = int(sys.argv[1]), int(sys.argv[2])
+images, threads, autocast = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
 cfg = TrainConfig()
-for k, v in dict(out_dir=tempfile.mkdtemp(), progress=False, tensorboard=False, eval_every=0,
-                 device="cpu", train_images=images).items():
+changes = dict(out_dir=tempfile.mkdtemp(), progress=False, tensorboard=False, eval_every=0,
+               device="cpu", train_images=images)
+if autocast != "none":  # only when asked: older checkouts may not have the setting
+    changes["autocast"] = autocast
+for k, v in changes.items():
     cfg, ok = set_leaf(cfg, k, v)
     assert ok, k
 tr = T.Trainer(cfg)
 tr.iterate()
 """
 
-# Whole iterations (argv[3]: how many): any checkout.
+# Whole iterations (argv[4]: how many): any checkout.
 CHILD = SETUP + r"""
-iterations = int(sys.argv[3])
+iterations = int(sys.argv[4])
 t0 = time.perf_counter()
 for _ in range(iterations):
     out = tr.iterate()
@@ -91,7 +95,8 @@ for _ in range(3):
         tr.state, tr.initial_dice = collect(tr.env, tr.state, tr.ac, tr.buffer, tr.stats,
                                             tr.initial_dice, shared_phase(tr.env, tr.state))
     t1 = time.perf_counter()
-    out = ppo_update(tr.loss_module, tr.optimizer, tr.buffer, tr.ppo_cfg, generator=tr.generator)
+    with tr.precision():
+        out = ppo_update(tr.loss_module, tr.optimizer, tr.buffer, tr.ppo_cfg, generator=tr.generator)
     float(out["loss_objective"].sum())
     res["collect_s"].append(t1 - t0)
     res["update_s"].append(time.perf_counter() - t1)
@@ -123,20 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="runs per checkout, taking turns")
     p.add_argument("--train-images", type=int, default=1024, help="training images (default: the main job's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the main job uses all cores)")
+    p.add_argument("--autocast", choices=("none", "bf16"), default="none",
+                   help="this checkout's --autocast (the other runs its default, fp32)")
     p.add_argument("--out", type=Path, default=None, help="write the figures here as JSON")
     a = p.parse_args(argv)
     if a.out is not None and a.out.exists():
         raise SystemExit(f"--out {a.out} already exists; pass a new path (results are never "
                          f"overwritten)")
-    args = [str(a.train_images), str(a.threads), str(a.iterations)]
     rates: dict[str, list[float]] = {"this": [], "other": []}
     for r in range(a.repeats):
         for name, repo in (("other", a.other.resolve()), ("this", ROOT)):
-            res = run(repo, CHILD, args)
+            autocast = a.autocast if name == "this" else "none"
+            res = run(repo, CHILD, [str(a.train_images), str(a.threads), autocast, str(a.iterations)])
             rates[name].append(res["steps_per_s"])
             print(f"run {r + 1}: {name:5s} {res['steps_per_s']:7.1f} env steps/s "
                   f"({res['s_per_iteration']:.2f} s per iteration)", flush=True)
-    parts = run(ROOT, PARTS, args[:2])
+    parts = run(ROOT, PARTS, [str(a.train_images), str(a.threads), a.autocast])
     this, other = statistics.median(rates["this"]), statistics.median(rates["other"])
     other_commit = _commit(a.other)
     # The command as anyone can rerun it: the other checkout by its commit, not this machine's path.
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
              for w in (argv or sys.argv[1:])]
     summary = {"this_steps_per_s": this, "other_steps_per_s": other, "speedup": this / other,
                "runs": rates, "parts_this": parts, "other_commit": other_commit,
-               "this_commit": _commit(ROOT), "threads": a.threads,
+               "this_commit": _commit(ROOT), "threads": a.threads, "this_autocast": a.autocast,
                "iterations": a.iterations, "train_images": a.train_images,
                "command": "python -m bench.main_job_speed " + " ".join(words)}
     print(f"median: this {this:.1f}, other {other:.1f} env steps/s: {this / other:.2f}x")
