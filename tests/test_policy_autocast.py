@@ -56,3 +56,18 @@ def test_input_dtype_follows_autocast():
         assert input_dtype(w) == torch.bfloat16
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
         assert input_dtype(w) == torch.float32
+
+
+def test_autocast_forward_compiles_whole():
+    """``input_dtype`` reads the autocast state inside the traced forward: the policy still
+    compiles as one graph (``fullgraph=True``, as ``--compile --autocast bf16`` does on a GPU)
+    and gives the eager outputs."""
+    net = _main_job_policy()
+    inputs = _inputs(net)
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager = net(**inputs)
+        graph = compiled(**inputs)
+    torch._dynamo.reset()
+    for a, b in zip(eager, graph):
+        assert torch.equal(a, b)
