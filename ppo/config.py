@@ -171,7 +171,8 @@ class RunConfig(DeviceConfig, OverwriteConfig, ProgressConfig):
     always decodes in fp32; evaluation runs in fp32). For GPUs, and for CPUs with native bf16
     (AVX512-BF16 or AMX): 1.4x the main job's PPO iterations on the 2-core AMD EPYC, but the
     agent it trains is 0.02-0.03 Dice lower at 5 clicks on held-out frames over three seeds
-    (README, "Throughput on the 2-core CPU")."""
+    (README, "Throughput on the 2-core CPU"). On other CPUs bf16 is emulated and slower than
+    fp32; the run warns."""
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "segmenter": SegmenterConfig, "env": EnvConfig,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,19 @@ def resolve_device(name: str) -> torch.device:
     elif dev.type != "cpu":
         raise DeviceError(f"--device {name!r} is not supported: {expected}.")
     return dev
+
+
+def warn_slow_cpu_bf16(autocast: str, device: torch.device) -> bool:
+    """Warn (once per run, and return True) when ``--autocast bf16`` runs on a CPU without
+    native bf16 support in oneDNN: there bf16 is emulated and slower than fp32 (measured on
+    the main job: 0.7x with AVX-512 but no bf16, 0.06x with AVX2 only; README, "Throughput on
+    the 2-core CPU")."""
+    if autocast != "bf16" or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    warnings.warn("--autocast bf16 on a CPU without native bf16 (oneDNN reports no AVX512-BF16 "
+                  "or AMX): it runs slower than fp32 here; drop --autocast for fp32",
+                  stacklevel=3)
+    return True
 
 
 def load_split(data: DataConfig, split: str, count: int) -> SegDataset:

@@ -24,7 +24,7 @@ from sam_batch.atomic_io import atomic_write
 from ppo import distributed as dist_utils
 from ppo.checkpoint import CheckpointKeeper, capture_generators, restore_generators
 from ppo.config import TrainConfig
-from ppo.factory import RunEnvs, build_envs, resolve_device
+from ppo.factory import RunEnvs, build_envs, resolve_device, warn_slow_cpu_bf16
 from ppo.gae import compute_gae
 from ppo.loss import lr_at, make_ppo_loss, ppo_update
 from ppo.prior import attach_prior, pretrain_prior
@@ -83,6 +83,7 @@ class Trainer:
         requested = resolve_device(cfg.run.device)
         self.ctx = dist_utils.context(requested)  # gloo for a CPU run even where CUDA exists
         self.device = dist_utils.device_for(self.ctx, requested)
+        warn_slow_cpu_bf16(cfg.run.autocast, self.device)
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.exp_name
         # Refuse a checkpoint that cannot continue under this config, and a folder holding
         # another run, before building anything (see ppo/resume.py and ppo/run_dir.py).

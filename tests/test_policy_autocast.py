@@ -1,6 +1,7 @@
-"""Under ``torch.autocast`` the policies concatenate their input planes in autocast's dtype
-(``ppo.policies.input_dtype``): the same values the first convolution's own cast gives, so the
-outputs and gradients are bitwise those of concatenating in fp32 and letting autocast cast."""
+"""bf16 autocast. Under ``torch.autocast`` the policies concatenate their input planes in
+autocast's dtype (``ppo.policies.input_dtype``): the same values the first convolution's own
+cast gives, so the outputs and gradients are bitwise those of concatenating in fp32 and letting
+autocast cast. A run warns when bf16 would be emulated on its CPU."""
 
 from __future__ import annotations
 
@@ -71,3 +72,17 @@ def test_autocast_forward_compiles_whole():
     torch._dynamo.reset()
     for a, b in zip(eager, graph):
         assert torch.equal(a, b)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+    """``--autocast bf16`` is emulated, and slower than fp32, on a CPU without AVX512-BF16 or
+    AMX: the run says so (``ppo.factory.warn_slow_cpu_bf16``, called by ``Trainer``)."""
+    from ppo.factory import warn_slow_cpu_bf16
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.warns(UserWarning, match=r"--autocast bf16 on a CPU without native bf16"):
+        assert warn_slow_cpu_bf16("bf16", cpu)
+    assert not warn_slow_cpu_bf16("none", cpu)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert not warn_slow_cpu_bf16("bf16", cpu)
