@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import sys
 from collections.abc import Iterator
 
@@ -48,11 +49,13 @@ _M_MMAP_MAX = -4
 _DEFAULT_MMAP_MAX = 65536  # glibc's defaults, restored when a freed_memory_kept() block ends
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 
-_keeping = False  # set by keep_freed_memory(), cleared when a freed_memory_kept() block ends
+_keeping = False  # set by keep_freed_memory(), cleared when the freed_memory_kept() block that
+# set it ends
 
 
+@functools.cache
 def _libc():
-    """glibc's ``mallopt``/``malloc_trim`` holder, or None where there is none."""
+    """glibc's ``mallopt``/``malloc_trim`` holder, or None where there is none (loaded once)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -82,14 +85,19 @@ def keep_freed_memory() -> bool:
 def freed_memory_kept() -> Iterator[bool]:
     """Keep freed memory inside the block (``keep_freed_memory``, yielding whether it took
     effect); after it, glibc's default settings again and the free heap memory handed back to the
-    OS (``malloc_trim``). For the repeated work of a command, after its one-off setup."""
+    OS (``malloc_trim``). For the repeated work of a command, after its one-off setup. Inside a
+    process that already keeps freed memory (an entry point's ``keep_freed_memory()``, an
+    enclosing block) it changes nothing, and leaves that choice in place when it ends."""
+    global _keeping
+    if _keeping:
+        yield True
+        return
     on = keep_freed_memory()
     try:
         yield on
     finally:
         libc = _libc() if on else None
         if libc is not None:
-            global _keeping
             libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
             libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
             libc.malloc_trim(0)

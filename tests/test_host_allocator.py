@@ -72,3 +72,17 @@ def test_freed_memory_kept_for_a_block_then_glibc_defaults_again():
         assert env.row_chunk is None
     assert not keeps_freed_memory()
     assert env.row_chunk == 32
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt (Linux) only")
+def test_a_nested_block_leaves_the_enclosing_choice_in_place():
+    """A block inside a process that already keeps freed memory (an enclosing block, or an entry
+    point's keep_freed_memory()) must not hand the memory back when it ends."""
+    from gpu_env.host_allocator import freed_memory_kept, keeps_freed_memory
+
+    with freed_memory_kept() as outer:
+        assert outer is True
+        with freed_memory_kept() as inner:
+            assert inner is True and keeps_freed_memory()
+        assert keeps_freed_memory()
+    assert not keeps_freed_memory()
