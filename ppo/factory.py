@@ -88,7 +88,8 @@ def split_env(cfg: TrainConfig, split: str, count: int, device: torch.device,
     if indices is not None:
         data = data.subset(indices)
     segmenter = build_segmenter(cfg.segmenter, data.images, device, image_ids=data.ids,
-                                split=split, indices=indices)
+                                split=split, indices=indices,
+                                load_original=lambda j: data.load_original(j)[0])
     return ClickEnv(segmenter, data, cfg.env), data
 
 

@@ -60,6 +60,9 @@ class CacheMeta:
     """Images per encoder forward when the cache was written. The encoder's float results
     depend on which images share a batch, so a repair re-encodes a damaged image inside the
     same aligned batch ``[i // b * b, ...)`` to write back bit-identical features."""
+    image_hashes: list[str] | None = None
+    """Content fingerprint of each encoded image (``sam_batch.cache_images.image_hash`` of its
+    decoded pixels); ``None`` in caches written before fingerprints were recorded."""
 
     def __getitem__(self, key: str) -> Any:
         """Dict-style read access (``meta["image_ids"]``), as the parsed ``meta.json``."""
@@ -122,17 +125,60 @@ def level_shape(meta: CacheMeta, k: str) -> tuple[int, ...]:
     return (meta.num_images, *meta.shapes[k])
 
 
+JOB_KEYS = (("format_version", "cache format"), ("config", "SAM2 config"),
+            ("fingerprint", "SAM2 weights"), ("image_size", "SAM2 image size"),
+            ("dtype", "feature dtype (--dtype)"), ("storage_dtype", "storage dtype"),
+            ("shapes", "feature shapes"))
+"""What makes a cache the product of one model: ``(meta field, words for a person)``."""
+PROVENANCE_KEYS = (("dataset", "dataset"), ("split", "split (--split)"),
+                   ("augment_copies", "augmented copies (--augment-copies)"),
+                   ("augment_seed", "augmentation seed (--augment-seed)"))
+"""What makes a cache the product of one dataset, as ``sam2click-embed`` records it in
+``meta.extra`` (compared only when both caches record it)."""
+
+
+def _weights(fingerprint: str, extra: dict[str, Any]) -> str:
+    if fingerprint.startswith("random:"):
+        seed = fingerprint.split(":")[2] if fingerprint.count(":") >= 3 else "?"
+        return f"RANDOM weights (seed {seed})"
+    path = (extra.get("embed_config") or {}).get("sam2_checkpoint")
+    return f"checkpoint {path} ({fingerprint[:19]}...)" if path else f"checkpoint {fingerprint[:19]}..."
+
+
+def _provenance(meta: CacheMeta, key: str) -> Any:
+    if key in meta.extra and key in ("dataset", "split"):
+        return meta.extra[key]
+    return (meta.extra.get("embed_config") or {}).get(key)
+
+
+def job_differences(old: CacheMeta, new: CacheMeta) -> list[str]:
+    """What tells the cache ``old`` apart from the job ``new`` (model, dtype, dataset, split,
+    augmentation), one phrase each; empty when ``new`` would build the same cache (its images
+    may still differ: see ``sam_batch.cache_images``)."""
+    out = []
+    for key, words in JOB_KEYS:
+        a, b = getattr(old, key), getattr(new, key)
+        if a != b:
+            if key == "fingerprint":
+                a, b = _weights(a, old.extra), _weights(b, new.extra)
+            out.append(f"{words}: {a} in the cache, {b} now")
+    for key, words in PROVENANCE_KEYS:
+        a, b = _provenance(old, key), _provenance(new, key)
+        if a is not None and b is not None and a != b:
+            out.append(f"{words}: {a!r} in the cache, {b!r} now")
+    return out
+
+
 def same_job(a: CacheMeta, b: CacheMeta) -> bool:
-    """Whether two caches hold the same images encoded by the same model at the same dtype."""
-    keys = ("format_version", "config", "fingerprint", "image_size", "dtype", "storage_dtype",
-            "num_images", "image_ids", "shapes")
-    return all(getattr(a, k) == getattr(b, k) for k in keys)
+    """Whether two caches hold the same images (by id) encoded by the same model at the same
+    dtype, from the same dataset."""
+    return not job_differences(a, b) and a.num_images == b.num_images and a.image_ids == b.image_ids
 
 
 def repair_hint(d: Path) -> str:
     """What to do about a damaged cache ``d``."""
-    return (f"re-run `python -m scripts.embed` with the arguments that built {d.name}: it "
-            "re-encodes only the damaged images (or delete the cache and build it again)")
+    return (f"re-run `sam2click-embed` with the arguments that built {d.name} (its meta.json "
+            "records them under extra.embed_config): it re-encodes only the damaged images")
 
 
 def file_records(meta: CacheMeta, crcs: np.ndarray) -> dict[str, dict[str, Any]]:
@@ -167,11 +213,12 @@ def read_meta(d: Path) -> CacheMeta:
     f = d / "meta.json"
     if not f.is_file():
         raise CacheError(f"{d} is not a feature cache: {f.name} is missing. Build it with "
-                         "`python -m scripts.embed` (or sam_batch.cache.encode_to_cache).")
+                         "`sam2click-embed --out DIR`.")
     try:
         return CacheMeta.from_json(f.read_text())
     except (json.JSONDecodeError, TypeError) as e:
-        raise CacheError(f"{f} is unreadable ({e}); delete {d} and rebuild the cache") from e
+        raise CacheError(f"{f} is unreadable ({e}); rebuild the cache with "
+                         f"`sam2click-embed --out {d} --overwrite`") from e
 
 
 def write_meta(d: Path, meta: CacheMeta) -> None:

@@ -4,7 +4,7 @@ caches with a message that says what to do."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from sam_batch.cache_files import CacheError, npy_layout, read_rows, row_crc32
 from sam_batch.cache_format import (CACHE_FORMAT_VERSION, LEVELS, TORCH_DTYPES, CacheMeta,
                                     CacheMismatchError, FeatureCache, from_storage, level_shape,
                                     partial_dir, read_meta, repair_hint)
+from sam_batch.cache_images import compare_images, hash_images, name_ids
 
 log = logging.getLogger("sam_batch.cache")  # the cache's one logger, whichever file logs
 
@@ -29,6 +30,7 @@ def load_cache(
     chunk: int = 64,
     indices: Sequence[int] | None = None,
     verify: bool = True,
+    images: Callable[[int], np.ndarray] | None = None,
 ) -> FeatureCache:
     """Load a finished cache onto ``device`` (copied in chunks of ``chunk`` images, so host
     memory stays bounded), refusing incomplete caches and, when asked, caches built with
@@ -41,13 +43,20 @@ def load_cache(
 
     Every level file's header and size are checked before it is mapped, and (``verify``, the
     default) each loaded image row's CRC-32 against ``meta.json`` as it is copied (~2 GB/s);
-    a damaged file raises :class:`CacheError` naming it and the damaged images."""
+    a damaged file raises :class:`CacheError` naming it and the damaged images.
+
+    ``images``: ``j -> the original image (HxWx3 uint8) of the j-th loaded image`` as it is
+    today (``j`` runs over ``indices`` when given). Each is fingerprinted and compared with the
+    fingerprint recorded when it was encoded; features of pixels that changed since are refused
+    (:class:`CacheError` naming the images and saying to re-run ``sam2click-embed``). It costs
+    one decode per image."""
     d = Path(path)
     if d.name.endswith(".partial"):
         raise CacheError(f"{d} is an unfinished cache (.partial); re-run the encoding to finish it")
     if not d.is_dir():
         hint = " (an unfinished run left " + str(partial_dir(d)) + "; re-run to finish it)" if partial_dir(d).is_dir() else ""
-        raise CacheError(f"feature cache {d} does not exist{hint}; build it with `python -m scripts.embed`")
+        raise CacheError(f"feature cache {d} does not exist{hint}; build it with "
+                         f"`sam2click-embed --out {d}`")
     meta = read_meta(d)
     if not meta.complete:
         raise CacheError(f"{d} is incomplete (meta.json complete=false); re-run the encoding")
@@ -60,11 +69,10 @@ def load_cache(
         if want is not None and want != have:
             raise CacheMismatchError(
                 f"feature cache {d} was built with {what}={have!r}, but {want!r} was expected; "
-                "rebuild the cache for this model (python -m scripts.embed) or load the model it was built with"
+                "build a cache for this model with `sam2click-embed --out NEW_DIR` (and the same "
+                "--sam2-config/--sam2-checkpoint/--sam2-image-size), or use the model it was built with"
             )
-    done_f = d / "done.npy"
-    if not done_f.is_file() or not bool(np.load(done_f, allow_pickle=False).all()):
-        raise CacheError(f"{d} has images not marked done in done.npy; rebuild the cache")
+    _check_done(d, meta.num_images)
     rows = _check_indices(indices, meta.num_images, d)
     dtype = TORCH_DTYPES[meta.dtype]
     hint = repair_hint(d)
@@ -83,7 +91,7 @@ def load_cache(
         raise CacheError(f"feature cache {d} is damaged:\n  " + "\n  ".join(problems))
     if meta.files is None:
         log.warning("%s has no checksums (written by an older version): only sizes and headers "
-                    "were checked. Re-run `python -m scripts.embed` over it to record them.", d)
+                    "were checked. Re-run `sam2click-embed` over it to record them.", d)
     out, bad_rows = [], {}
     for k in LEVELS:
         f = d / f"{k}.npy"
@@ -108,10 +116,47 @@ def load_cache(
         lines = [f"{d / name}: image(s) {_name_rows(meta, r)} fail their CRC-32 check"
                  for name, r in bad_rows.items()]
         raise CacheError(f"feature cache {d} is damaged:\n  " + "\n  ".join(lines) + f"\n{hint}")
+    if images is not None:
+        _check_images(d, meta, images, rows)
     if rows is not None:
+        hashes = meta.image_hashes
         meta = replace(meta, num_images=len(rows), image_ids=[meta.image_ids[i] for i in rows],
-                       original_sizes=[meta.original_sizes[i] for i in rows])
+                       original_sizes=[meta.original_sizes[i] for i in rows],
+                       image_hashes=None if hashes is None else [hashes[i] for i in rows])
     return FeatureCache(out[0], out[1], out[2], meta)
+
+
+def _check_done(d: Path, n: int) -> None:
+    f = d / "done.npy"
+    try:
+        done = np.load(f, allow_pickle=False) if f.is_file() else None
+    except (ValueError, OSError, EOFError):
+        done = np.zeros(0, np.bool_)
+    if done is None or done.shape != (n,) or not bool(done.all()):
+        what = "is missing" if done is None else "does not mark every image done"
+        raise CacheError(f"{f} {what}, so the cache cannot be trusted whole; "
+                         f"{repair_hint(d)} and rewrites done.npy once every image is sound")
+
+
+def _check_images(d: Path, meta: CacheMeta, images: Callable[[int], np.ndarray],
+                  rows: np.ndarray | None) -> None:
+    """Refuse features of images whose pixels changed since they were encoded."""
+    if meta.image_hashes is None:
+        log.warning("%s has no image fingerprints (written by an older version): images changed "
+                    "on disk since it was built cannot be told. Re-run `sam2click-embed` over it "
+                    "to record them.", d)
+        return
+    sel = np.arange(meta.num_images) if rows is None else rows
+    ids = [meta.image_ids[i] for i in sel]
+    now = hash_images(images, range(len(sel)))
+    changes = compare_images(ids, [meta.image_hashes[i] for i in sel], ids, now)
+    if changes.changed:
+        raise CacheError(
+            f"feature cache {d} holds the features of other pixels than today's for "
+            f"{len(changes.changed)} image(s): {name_ids(changes.changed)} changed on disk since "
+            f"the cache was built. Re-run `sam2click-embed` with the arguments that built "
+            f"{d.name} (its meta.json records them under extra.embed_config): it re-encodes only "
+            "the changed images.")
 
 
 def _name_rows(meta: CacheMeta, rows: list[int], most: int = 5) -> str:

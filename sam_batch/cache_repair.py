@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sam_batch.atomic_io import atomic_write
 from sam_batch.cache_files import (CacheError, FileDamage, NpyLayout, RowWriter, create_row_file,
                                    extend_row_file, header_bytes, npy_layout, read_rows,
                                    row_crc32, scan_rows)
@@ -63,11 +64,13 @@ def truncated_layout(f: Path, shape: tuple[int, ...], dtype: np.dtype) -> NpyLay
 
 
 def repair(model: torch.nn.Module, load: Callable[[int], np.ndarray], out_dir: Path, meta: CacheMeta,
-            damage: dict[str, FileDamage], batch_size: int, dtype: torch.dtype, progress: bool,
-            on_batch: Callable[[int, list[int]], None] | None) -> CacheMeta:
+           damage: dict[str, FileDamage], batch_size: int, dtype: torch.dtype, progress: bool,
+           on_batch: Callable[[int, list[int]], None] | None,
+           hashes: list[str] | None = None) -> CacheMeta:
     """Re-encode, in place, only the images that ``damage`` lists, and rewrite only the damaged
     files' rows. Sound files are never written. A crash midway leaves rows that fail their
-    CRC, so the next run repairs them again."""
+    CRC, so the next run repairs them again. ``hashes``: today's image fingerprints, recorded
+    with the re-encoded images' sizes (images that changed on disk are repaired like damage)."""
     from tqdm.auto import tqdm
 
     sdtype = np.dtype(meta.storage_dtype)
@@ -91,13 +94,17 @@ def repair(model: torch.nn.Module, load: Callable[[int], np.ndarray], out_dir: P
     chunks = sorted({i // bs for rows in bad.values() for i in rows})
     batches = [list(range(c * bs, min((c + 1) * bs, meta.num_images))) for c in chunks]
     device = next(model.parameters()).device
+    sizes = [list(s) for s in meta.original_sizes]
     bar = tqdm(total=sum(map(len, batches)), desc=f"repairing {out_dir.name}", unit="img",
                disable=not progress)
     try:
         for b, idx in enumerate(batches):
             # The whole aligned batch is encoded (features depend on batch mates); only the
             # damaged rows are written.
-            feats = encode_batch(model, torch.stack([preprocess(load(i), meta.image_size) for i in idx]).to(device))
+            originals = [load(i) for i in idx]
+            for i, img in zip(idx, originals):
+                sizes[i] = [int(img.shape[0]), int(img.shape[1])]
+            feats = encode_batch(model, torch.stack([preprocess(im, meta.image_size) for im in originals]).to(device))
             for k, t in zip(LEVELS, feats):
                 rows = [i for i in idx if i in bad.get(k, ())]
                 if not rows:
@@ -118,8 +125,31 @@ def repair(model: torch.nn.Module, load: Callable[[int], np.ndarray], out_dir: P
         for w in writers.values():
             w.close()
     meta.files = file_records(meta, crcs)
+    meta.original_sizes = sizes
+    if hashes is not None:
+        meta.image_hashes = list(hashes)
     write_meta(out_dir, meta)
     return meta
+
+
+def repair_done_mask(out_dir: Path, n: int) -> str:
+    """Rewrite ``done.npy`` as ``[n]`` all true when it is missing, unreadable or not that
+    (called once every level file is sound); returns what was wrong, or ``""``."""
+    f = out_dir / "done.npy"
+    if not f.is_file():
+        why = "done.npy was missing"
+    else:
+        try:
+            done = np.load(f, allow_pickle=False)
+            why = ("" if done.shape == (n,) and done.dtype == np.bool_ and bool(done.all())
+                   else f"done.npy was {done.shape} {done.dtype} with {int(np.sum(done))} marked done")
+        except (ValueError, OSError, EOFError) as e:
+            why = f"done.npy was unreadable ({e})"
+    if not why:
+        return ""
+    atomic_write(f, lambda fh: np.save(fh, np.ones(n, np.bool_), allow_pickle=False), binary=True,
+                 what="cache file")
+    return f"{why}; rewritten (every image's features are present and pass their checksums)"
 
 
 def add_checksums(out_dir: Path, meta: CacheMeta) -> CacheMeta:

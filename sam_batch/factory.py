@@ -30,6 +30,7 @@ def build_segmenter(cfg: SegmenterConfig, images: Tensor, device: torch.device, 
                     image_ids: Sequence[str] | None = None, split: str = "all",
                     indices: list[int] | None = None,
                     originals: Callable[[], list[np.ndarray]] | None = None,
+                    load_original: Callable[[int], np.ndarray] | None = None,
                     model: torch.nn.Module | None = None, features: SAM2Features | None = None,
                     encode_batch_size: int = 8, max_chunk: int | None = None,
                     compile: bool = False, progress: bool = False) -> Segmenter:
@@ -39,7 +40,9 @@ def build_segmenter(cfg: SegmenterConfig, images: Tensor, device: torch.device, 
     ``model`` (default: ``build_sam2_model(cfg)``) over the images' SAM2 features: ``features``
     when given (encoded by ``model`` already: the benchmarks encode once per session, or use
     random stand-ins), else read from ``cfg.feature_cache`` (``{split}`` replaced; only rows
-    ``indices`` if given; its image ids must equal ``image_ids``) or, without a cache, encoded
+    ``indices`` if given; its image ids must equal ``image_ids``, and with ``load_original``
+    (``j -> the j-th image at original resolution``) each image's pixels must be those it was
+    encoded from) or, without a cache, encoded
     now from ``originals()`` (the original-resolution images); with none of them, a
     ``ValueError`` says how to build the cache. ``max_chunk`` and ``compile`` are the decoder's
     (rows per pass, ``torch.compile`` of its per-chunk pass); the weight-free segmenter has
@@ -78,11 +81,33 @@ def build_segmenter(cfg: SegmenterConfig, images: Tensor, device: torch.device, 
 
     fingerprint = checkpoint_fingerprint(cfg.sam2_checkpoint, cfg.sam2_config, cfg.sam2_seed,
                                          cfg.sam2_image_size)
-    cache = load_cache(cfg.feature_cache.replace("{split}", split), device,
-                       expect_fingerprint=fingerprint, indices=indices)
-    if image_ids is not None and list(cache.meta["image_ids"]) != list(image_ids):
-        raise ValueError(
-            f"feature cache {cfg.feature_cache!r} holds other images than split {split!r}; "
-            f"re-run sam2click-embed for this split."
-        )
+    path = cfg.feature_cache.replace("{split}", split)
+    if image_ids is not None:
+        _check_cache_ids(path, split, image_ids, indices)
+    cache = load_cache(path, device, expect_fingerprint=fingerprint, indices=indices,
+                       images=load_original)
     return BatchedSAM2Decoder(model, cache, **decoder)
+
+
+def _check_cache_ids(path: str, split: str, image_ids: Sequence[str],
+                     indices: list[int] | None) -> None:
+    """Refuse a cache whose images are not the split's, naming the ids added and removed (read
+    from ``meta.json`` alone, before any feature is loaded)."""
+    from pathlib import Path
+
+    from sam_batch.cache_format import read_meta
+    from sam_batch.cache_images import compare_images
+
+    if not (Path(path) / "meta.json").is_file():
+        return  # load_cache says what is missing
+    cached = read_meta(Path(path)).image_ids
+    if indices is not None and all(0 <= i < len(cached) for i in indices):
+        cached = [cached[i] for i in indices]  # (bad indices: load_cache names them)
+    if list(cached) == list(image_ids):
+        return
+    changes = compare_images(cached, None, list(image_ids), [""] * len(image_ids))
+    what = changes.describe() if changes else "the same images in another order"
+    raise ValueError(
+        f"feature cache {path!r} holds other images than split {split!r} (the split against the "
+        f"cache: {what}). Re-run sam2click-embed for this split with --out {path}: it encodes "
+        "only the images the cache lacks.")

@@ -160,7 +160,8 @@ def test_resume_after_interruption(tmp_path: Path, model: torch.nn.Module, image
     loaded.clear()
     batches: list[list[int]] = []
     encode_to_cache(model, loader, ids, out, on_batch=lambda b, idx: batches.append(idx), **kw)
-    assert loaded == [4, 5, 6] and batches == [[4, 5], [6]]
+    # the four finished images are read once to check they did not change, then 4-6 encoded
+    assert loaded == [0, 1, 2, 3, 4, 5, 6] and batches == [[4, 5], [6]]
     resumed = load_cache(out, expect_fingerprint=FP)
 
     encode_to_cache(model, images, ids, tmp_path / "fresh", **kw)
@@ -181,7 +182,7 @@ def test_incomplete_dir_never_loads(tmp_path: Path, model: torch.nn.Module, imag
     meta["complete"] = True
     (out / "meta.json").write_text(json.dumps(meta))
     np.save(out / "done.npy", np.array([True, False]))
-    with pytest.raises(CacheError, match="not marked done"):
+    with pytest.raises(CacheError, match="does not mark every image done.*sam2click-embed"):
         load_cache(out)
     (out / "meta.json").unlink()
     with pytest.raises(CacheError, match="meta.json is missing"):
@@ -204,10 +205,17 @@ def test_complete_cache_of_same_job_is_kept(tmp_path: Path, model: torch.nn.Modu
     first = encode_to_cache(model, images[:2], ["a", "b"], out, **kw)
     stamp = (out / "image_embed.npy").stat().st_mtime_ns
 
-    def must_not_load(i: int) -> np.ndarray:
-        raise AssertionError("re-encoded a complete cache")
+    loaded: list[int] = []
+    batches: list[list[int]] = []
 
-    assert encode_to_cache(model, must_not_load, ["a", "b"], out, **kw) == first
+    def loader(i: int) -> np.ndarray:
+        loaded.append(i)
+        return images[i]
+
+    # each image is read once to check its fingerprint; none is encoded
+    assert encode_to_cache(model, loader, ["a", "b"], out, on_batch=lambda b, i: batches.append(i),
+                           **kw) == first
+    assert loaded == [0, 1] and batches == []
     assert (out / "image_embed.npy").stat().st_mtime_ns == stamp
     encode_to_cache(model, images[:2], ["a", "b"], out, overwrite=True, **kw)
     assert (out / "image_embed.npy").stat().st_mtime_ns != stamp
@@ -229,8 +237,17 @@ def test_stale_partial_from_another_job_is_restarted(tmp_path: Path, model: torc
                         batch_size=1, progress=False, on_batch=stop)
     assert loaded == [0]
     loaded.clear()
-    # Another fingerprint: the half-done partial is not resumed but started over.
-    encode_to_cache(model, loader, ["a", "b"], out, config_name=TINY_CONFIG, fingerprint=FP, progress=False)
+    # Another fingerprint: the half-done partial is refused, named, and kept as it was ...
+    before = {p.name: p.read_bytes() for p in partial_dir(out).iterdir()}
+    with pytest.raises(CacheMismatchError, match=r"c\.partial holds an interrupted sam2click-embed "
+                                                 r"of another job \(SAM2 weights: RANDOM weights "
+                                                 r"\(seed 1\) in the cache.*--overwrite"):
+        encode_to_cache(model, loader, ["a", "b"], out, config_name=TINY_CONFIG, fingerprint=FP,
+                        progress=False)
+    assert loaded == [] and {p.name: p.read_bytes() for p in partial_dir(out).iterdir()} == before
+    # ... and with overwrite it is discarded and the encoding starts over.
+    encode_to_cache(model, loader, ["a", "b"], out, config_name=TINY_CONFIG, fingerprint=FP,
+                    progress=False, overwrite=True)
     assert loaded == [0, 1]
     cache = load_cache(out, expect_fingerprint=FP)
     direct = encode_batch(model, torch.stack([preprocess(im, SIZE) for im in images[:2]]))
