@@ -28,7 +28,8 @@ from gpu_env.datasets.config import ImagesConfig
 from ppo.command_options import (DeviceConfig, ProgressConfig, SplitConfig, command_registry,
                                  flat_settings)
 from sam_batch.atomic_io import DiskFullError
-from sam_batch.cache import CacheMeta, encode_to_cache, size_report
+from sam_batch.cache import CacheMeta, encode_to_cache, partial_dir, size_report
+from sam_batch.cache_folder import check_owned
 from sam_batch.config import SAM2ModelConfig
 from sam_batch.factory import build_sam2_model
 from sam_batch.model import checkpoint_fingerprint, resolve_config
@@ -61,8 +62,10 @@ class EmbedConfig:
     out: Path | None = None
     """Cache directory; default ``caches/<dataset>-<split>__<config>``."""
     overwrite: bool = False
-    """Re-encode even if ``out`` already holds a complete cache of the same images and model
-    (without it such a cache is kept, and a damaged one repaired)."""
+    """Replace a cache of another model, dtype, dataset, split or augmentation at ``out``, or
+    re-encode a complete cache of this one from scratch. Without it such a cache is refused, and
+    a cache of this job is checked and brought up to date (damaged or changed images
+    re-encoded). A folder holding anything but a cache is refused either way."""
     progress: ProgressConfig = field(default_factory=ProgressConfig)
 
 
@@ -95,11 +98,16 @@ def _load_dataset(cfg: EmbedConfig) -> Any:
                    images.augment_copies, images.augment_seed)
 
 
-def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta]:
+def embed(cfg: EmbedConfig, dataset: Any | None = None,
+          notes: list[str] | None = None) -> tuple[Path, CacheMeta]:
     """Build the cache described by ``cfg``; ``dataset`` (a ``SegDataset``-like object with
-    ``ids``, ``original_sizes``, ``load_original``) overrides loading ``cfg.images.dataset``."""
+    ``ids``, ``original_sizes``, ``load_original``) overrides loading ``cfg.images.dataset``.
+    ``notes`` collects what was done to an existing cache (see ``encode_to_cache``)."""
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size {cfg.batch_size} must be >= 1")
+    out = cfg.out if cfg.out is not None else default_out(cfg)
+    check_owned(out)  # a folder that is not a cache is refused before any work
+    check_owned(partial_dir(out))
     m = cfg.model
     config_name, _ = resolve_config(m.sam2_config)
     device = cfg.device.resolve()  # before any work: `--device cuda` without CUDA says so
@@ -115,7 +123,6 @@ def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta
     model = build_sam2_model(m, device)
     fingerprint = checkpoint_fingerprint(m.sam2_checkpoint, m.sam2_config, m.sam2_seed,
                                          m.sam2_image_size)
-    out = cfg.out if cfg.out is not None else default_out(cfg)
     resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in flat_settings(cfg).items()}
     resolved["out"] = str(out)
     meta = encode_to_cache(
@@ -130,6 +137,7 @@ def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta
         dtype=getattr(torch, cfg.dtype),
         progress=cfg.progress.progress,
         overwrite=cfg.overwrite,
+        notes=notes,
         extra_meta={"dataset": getattr(data, "name", cfg.images.dataset),
                     "split": getattr(data, "split", cfg.split.split),
                     "embed_config": resolved},
@@ -139,11 +147,14 @@ def embed(cfg: EmbedConfig, dataset: Any | None = None) -> tuple[Path, CacheMeta
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
+    notes: list[str] = []
     try:
-        out, meta = embed(cfg)
+        out, meta = embed(cfg, notes=notes)
     except (ValueError, DiskFullError) as e:  # CacheError, SAM2LoadError, bad flags: say it plainly
         print(f"embed: error: {e}", file=sys.stderr)
         return 2
+    for line in notes:
+        print(line)
     print(f"feature cache: {out}")
     print(f"size: {size_report(meta)}")
     return 0
