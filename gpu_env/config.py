@@ -34,47 +34,50 @@ class EnvConfig:
     prototype's bare six-channel env is ``PROTOTYPE_ENV``."""
 
     grid_size: int = 32
-    """Click grid side: actions are ``label * grid**2 + row * grid + col``."""
+    """Cells per side of the click grid: an action is a cell and a label (foreground or
+    background), 2 x grid_size^2 actions in all."""
+    # 10, not the prototype's 5: the evaluation's NoC runs 20 clicks, and an agent trained on
+    # 5-click episodes never sees the states of its later clicks (docs/results/ablation.md).
     max_clicks: int = 10
-    """Agent clicks per episode (after the initial user click); reaching it truncates. The
-    training default is 10, not the prototype's 5: the evaluation's NoC runs 20 clicks, and an
-    agent trained on 5-click episodes has never seen the states of its later clicks (measured:
-    NoC@85 -4.72 -> -5.06 clicks on seed 1, docs/results/ablation.md)."""
+    """Agent clicks per episode, after the initial user click; reaching it ends the episode
+    (truncation)."""
     obs_size: int = 128
-    """Side of the observation planes."""
+    """Side, in pixels, of the observation's image planes."""
     target_dice: float | None = None
-    """Terminate an episode once its Dice reaches this value (None: never terminate)."""
+    """End an episode (termination) once its Dice reaches this value, between 0 and 1. Unset:
+    episodes run to --max-clicks."""
     boundary_weight: float = 0.5
-    """lambda in r_t = dDice_t + lambda * dBoundary_t."""
+    """Weight of the boundary term in the reward: reward = Dice gain + weight x boundary-score
+    gain."""
     boundary_metric: Literal["fscore", "biou"] = "fscore"
-    """Boundary term: boundary F-score or Boundary IoU (both Kornia morphology on device)."""
+    """Boundary score of the reward: fscore (boundary F-score) or biou (Boundary IoU)."""
     boundary_tolerance: int = 2
-    """Boundary band / match tolerance in low-res pixels."""
+    """Width of the boundary band, in pixels of the 256x256 mask."""
     use_mask_input: bool = True
-    """Feed the previous low-res logits back as SAM2's ``mask_input``."""
+    """Give SAM2 its previous mask (low-resolution logits) with each new click."""
     heatmap_sigma: float = 3.0
-    """Gaussian sigma of click heatmaps, in observation pixels."""
+    """Spread (Gaussian sigma) of each click's mark in the observation, in observation pixels."""
     mode: Literal["auto", "simulated_user"] = "auto"
-    """``auto``: the policy sees no ground truth; ``simulated_user``: GT error maps are observed."""
+    """auto: the agent refines masks without seeing the ground truth; simulated_user: it also
+    sees where the mask is wrong, like a user correcting it."""
     obs_sam_prob: bool = True
-    """Add the ``sam_prob`` key to observations: the segmenter's probability map."""
+    """Observe the segmenter's probability map (sam_prob)."""
     obs_image_embedding: bool = False
-    """Add the cached SAM2 image embedding under ``image_embedding`` (SAM2 segmenter only)."""
+    """Observe SAM2's cached image embedding (image_embedding); needs --segmenter sam2."""
+    # The map comes from a network of the image alone (ppo.prior.MaskPrior, installed with
+    # ClickEnv.set_mask_prior): it reads no ground truth of the episode.
     obs_mask_prior: Annotated[bool, tyro.conf.arg(aliases=("--mask-prior",))] = True
-    """Add the ``mask_prior`` key: a per-image mask probability map installed with
-    ``ClickEnv.set_mask_prior`` (a network of the image alone, e.g. ``ppo.prior.MaskPrior``;
-    no ground truth of the episode). Training pre-trains that network (a small U-Net supervised
-    by the training split's GT masks) before PPO; the same network drives the "learned clicker"
-    baseline. The actor still sees no ground truth."""
+    """Observe a mask prior (mask_prior): a small U-Net's guess of the object from the image
+    alone, trained on the training split's masks before PPO; the learned-clicker baseline uses
+    the same network. The agent still sees no ground truth."""
+    # gpu_env.prior_click: RITM's rule as a map over the grid
     obs_prior_click: bool = True
-    """Add the ``prior_click`` key: per action cell, RITM's click signal with the mask prior in
-    place of the GT (``gpu_env.prior_click``; the learned clicker's rule as a map over the
-    grid). Observed only with ``obs_mask_prior`` (``--no-mask-prior`` turns both off); reads no
-    ground truth."""
+    """Observe, for each grid cell, where RITM's clicker would click if the mask prior were the
+    ground truth (prior_click). Needs the mask prior (--no-mask-prior turns both off)."""
     action_mask: bool = True
-    """Provide ``action_mask``: no click on an already clicked cell; in simulated-user mode
-    also only label-consistent clicks (fg inside the false-negative region, bg inside the
-    false-positive region; if a row has no such cell, every unclicked cell is allowed)."""
+    """Forbid clicks on cells already clicked; with --mode simulated_user also clicks whose
+    label contradicts the ground truth (when no cell is left, every unclicked cell is
+    allowed)."""
 
     @property
     def observation_keys(self) -> tuple[str, ...]:

@@ -101,10 +101,10 @@ def load_checkpoint(
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{str(path)!r} is not a checkpoint written by scripts.train: it is corrupt, or "
+            f"{str(path)!r} is not a checkpoint written by sam2click-train: it is corrupt, or "
             f"holds objects other than tensors and plain data ({_unpickler_reason(err)}), and "
             f"such a file is never unpickled because that could run code from it. Use a "
-            f"checkpoint written by scripts.train (last.pt, best.pt or a ckpt_<iter>.pt)."
+            f"checkpoint written by sam2click-train (last.pt, best.pt or a ckpt_<iter>.pt)."
         ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(
@@ -115,7 +115,7 @@ def load_checkpoint(
     except Exception as err:  # e.g. a text file: the unpickler fails on its bytes (KeyError)
         raise CheckpointError(
             f"{str(path)!r} is not a checkpoint (PyTorch cannot read it: "
-            f"{type(err).__name__}); pass a .pt file written by scripts.train (last.pt, "
+            f"{type(err).__name__}); pass a .pt file written by sam2click-train (last.pt, "
             f"best.pt or a ckpt_<iter>.pt)."
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

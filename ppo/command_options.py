@@ -46,7 +46,7 @@ class DeviceConfig:
     """Where the command runs."""
 
     device: str = "auto"
-    """``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    """auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N."""
 
     def resolve(self) -> torch.device:
         """The torch device; ``ppo.factory.DeviceError`` says why a named one cannot be used."""
@@ -68,11 +68,10 @@ class OverwriteConfig:
     """Whether a command may replace the outputs already in its output folder."""
 
     overwrite: bool = False
-    """Replace what the output folder already holds instead of refusing it. Training: start over
-    in a run folder that holds another run, deleting that run's checkpoints, ``config.json``,
-    ``progress.csv``, ``eval/`` results and TensorBoard files (nothing else; resuming it is the
-    other way in). Scoring commands: replace a results folder's ``results.json``/``.csv`` and
-    ``dice_vs_clicks.png``."""
+    """Replace the outputs already in the output folder instead of refusing to. Training deletes
+    the earlier run's checkpoints, config.json, progress.csv, eval/ and TensorBoard files, and
+    nothing else; the scoring commands replace results.json, results.csv and
+    dice_vs_clicks.png."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,8 @@ class SplitConfig:
     """The one dataset split a command loads."""
 
     split: str = "all"
-    """Dataset split: ``train``, ``val``, ``test`` or ``all`` (every image; for ``synthetic`` a
-    fourth stream of its own)."""
+    """Dataset split: train, val, test or all (every image; for the synthetic dataset a fourth
+    set of its own)."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +88,8 @@ class AgentConfig:
     """The trained agent a command loads."""
 
     checkpoint: str | None = None
-    """Agent checkpoint written by ``sam2click-train`` (``best.pt``, ``last.pt`` or
-    ``ckpt_<iter>.pt``). ``sam2click-render episodes`` renders the oracle without one."""
+    """Agent checkpoint written by sam2click-train: best.pt, last.pt or ckpt_<iteration>.pt.
+    sam2click-render episodes draws the oracle clicker without one."""
 
 
 @dataclass(frozen=True)
@@ -98,12 +97,12 @@ class EpisodesConfig:
     """The evaluation episodes of a command that scores clickers (evaluate, baselines)."""
 
     num_clicks: int = 20
-    """Clicks per episode, the initial one included (NoC needs 20)."""
+    """Clicks per episode, the initial one included; NoC@85 and NoC@90 count up to this many."""
     batch_size: int = 64
     """Episodes evaluated at once."""
     seed: int = 0
-    """Seed of the random-click baseline (in ``sam2click-baselines`` also of the learned
-    clicker's training)."""
+    """Seed of the random clicker (in sam2click-baselines also of the learned clicker's
+    training)."""
 
     def check(self, command: str) -> None:
         """Refuse values that cannot work, before any loading (see ``require_positive``)."""
@@ -115,9 +114,9 @@ class ResultsConfig(OverwriteConfig):
     """Where a command that scores clickers writes results.json/csv and dice_vs_clicks.png."""
 
     out: Path | None = None
-    """Output folder (``sam2click-evaluate``'s default: ``<checkpoint dir>/eval_<checkpoint
-    name>_<split>``, e.g. ``runs/x/eval_best_val``). One that already holds results is refused
-    unless ``--overwrite``."""
+    """Output folder. sam2click-evaluate's default is beside the checkpoint:
+    <checkpoint folder>/eval_<checkpoint name>_<split>, e.g. runs/x/eval_best_val. A folder
+    that already holds results is refused unless --overwrite."""
 
 
 class Overrides(dict):

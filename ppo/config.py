@@ -34,10 +34,10 @@ class MaskPriorConfig:
     in ``sam2click-baselines``."""
 
     prior_steps: int = 1200
-    """Supervised updates (minibatches of 32) of the mask prior on the training split: before
-    PPO in training; in ``sam2click-baselines`` 0 means no learned-clicker row."""
+    """Training steps (minibatches of 32 images) of the mask prior on the training split, before
+    PPO. In sam2click-baselines, 0 leaves out the learned-clicker row."""
     prior_width: int = 16
-    """Base channel width of the mask prior U-Net (16: 0.49M parameters)."""
+    """Channels of the mask prior's first layer (16: 0.49M parameters)."""
 
 
 POLICY_KEYS: dict[str, frozenset[str]] = {
@@ -58,19 +58,21 @@ class PolicyConfig(MaskPriorConfig):
     the mask prior's size is ``MaskPriorConfig``'s)."""
 
     kind: Annotated[Literal["spatial", "proto"], tyro.conf.arg(name="policy")] = "spatial"
-    """``spatial`` (fully convolutional logit map) or ``proto`` (prototype-sized CNN)."""
+    """spatial: a fully convolutional network scoring every grid cell; proto: a small CNN the
+    size of the original prototype's."""
     width: int = 16
-    """Base channel width of the spatial policy."""
+    """Channels of the spatial policy's first layer."""
     patch_stem: bool = True
-    """Spatial policy stem: one 4x4/4 conv (cheap, CPU default) instead of two 3x3/2 convs."""
+    """Start the spatial policy with one 4x4 stride-4 convolution (cheaper on a CPU) instead of
+    two 3x3 stride-2 ones."""
     prior_distance: bool = False
-    """Also give the policy, at grid resolution, the distance of each predicted error cell
-    (prior vs mask) to the nearest correct cell: RITM's click signal with the prior as GT."""
+    """Also give the policy each grid cell's distance to where the mask and the mask prior
+    agree."""
+    # logits = beta * prior_click + trunk logits, beta learned
     prior_click_scale: float = 2.0
-    """With the env's ``prior_click`` observation: the initial beta of the actor's residual
-    bias ``logits = beta * prior_click + trunk logits`` (beta is learned; ``prior_click`` in grid
-    cells). The initial greedy action is then the learned clicker's cell, and PPO learns where to
-    differ from it. 0: no bias, the map is only a trunk input."""
+    """Starting weight of the prior_click map added to the policy's click scores: at the start
+    the agent clicks where the learned clicker would, and PPO learns where to differ. 0: the map
+    is only an input."""
 
     @property
     def accepted_keys(self) -> frozenset[str]:
@@ -82,41 +84,43 @@ class PolicyConfig(MaskPriorConfig):
 class PPOConfig:
     """PPO: rollout sizes and the CleanRL-style update (the values the click agent trains with)."""
 
+    # 120 iterations of 640 steps; docs/results/ablation.md compares shorter runs
     total_timesteps: int = 76_800
-    """Environment steps (agent clicks) in total (76,800: 120 iterations, ~11 minutes of the
-    main job on 2 CPU cores; 51,200 gave NoC@85 -5.06 instead of -5.50 on seed 1,
-    docs/results/ablation.md)."""
+    """Environment steps (agent clicks, summed over the parallel episodes) of the whole run."""
     num_envs: int = 64
-    """Parallel episodes B."""
+    """Episodes run in parallel."""
     num_steps: int = 10
-    """Rollout length T per iteration (batch = T * B)."""
+    """Steps of each episode per iteration; an iteration collects num_envs x num_steps steps."""
+    # the prototype's 2.5e-4 learns too slowly for a CPU budget
     learning_rate: float = 1e-3
-    """Adam learning rate at iteration 0 (the prototype used 2.5e-4: too slow for the CPU budget)."""
+    """Adam learning rate at the first iteration."""
     anneal_lr: bool = True
-    """Anneal the learning rate linearly to 0 over the run (see ``ppo.loss.lr_at``)."""
+    """Lower the learning rate linearly to 0 over the run."""
+    # low on purpose: a click's effect shows in its own reward; at 0.99 the noise of later
+    # clicks dominates the advantage
     gamma: float = 0.5
-    """Discount. Low on purpose: a click's effect shows in its own reward, and at 0.99 the
-    advantage is dominated by the noise of later clicks (measured)."""
+    """Discount factor of future rewards."""
     gae_lambda: float = 0.95
-    """GAE lambda."""
+    """Lambda of generalised advantage estimation."""
     num_minibatches: int = 4
-    """Minibatches per epoch; must divide the rollout size T * B."""
+    """Minibatches per epoch; must divide num_envs x num_steps."""
     update_epochs: int = 4
-    """Epochs over each rollout."""
+    """Passes over each iteration's steps."""
     clip_coef: float = 0.1
-    """PPO clip epsilon, the prototype's (also the value clipping range when ``clip_vloss``)."""
+    """PPO's clipping range of the probability ratio (and of the value update, with
+    --clip-vloss)."""
     clip_vloss: bool = True
-    """Clip the value update around the rollout's values, as CleanRL does."""
+    """Clip the value update around the values seen in the rollout."""
     ent_coef: float = 0.02
-    """Entropy bonus coefficient (the prototype's)."""
+    """Weight of the entropy bonus in the loss."""
     vf_coef: float = 0.5
-    """Value loss coefficient, applied to CleanRL's ``0.5 * mse``."""
+    """Weight of the value loss (half the mean squared error) in the loss."""
     norm_adv: bool = True
     """Standardise advantages per minibatch."""
     max_grad_norm: float = 0.5
-    """Global gradient-norm clip (PPO and the behaviour-cloning warm start)."""
+    """Largest gradient norm of an update; larger gradients are scaled down."""
     bc_steps: int = 0
-    """Behaviour-cloning warm-start updates imitating the oracle's grid clicks before PPO."""
+    """Updates that imitate the oracle clicker's clicks before PPO starts (0: none)."""
     bc_lr: float = 1e-3
     """Learning rate of the behaviour-cloning warm start."""
 
@@ -140,39 +144,38 @@ class RunConfig(DeviceConfig, OverwriteConfig, ProgressConfig):
     ``ppo.command_options``; inherited, so the saved ``run`` section stays flat)."""
 
     exp_name: str = "ppo_click"
-    """Name of the run; outputs go to ``{out_dir}/{exp_name}``."""
+    """Name of the run: its files go to <out-dir>/<exp-name>."""
     out_dir: str = "runs"
-    """Parent folder of run folders."""
+    """Folder that holds the run folders, relative to the working directory."""
     seed: int = 1
-    """Seeds the env rows, the policy initialisation and the sampling generator."""
+    """Seed of the episodes, the policy's initial weights and the action sampling."""
     resume: str | None = None
-    """Checkpoint to resume from (e.g. ``runs/ppo_click/last.pt``): continues bit-identically.
-    Settings that shape the model, env, data or optimizer must match the checkpoint's."""
+    """Checkpoint to continue from, e.g. runs/ppo_click/last.pt; the run continues exactly as
+    if it had not stopped. Settings that shape the model, env, data or optimizer must match the
+    checkpoint's."""
     log_every: int = 5
-    """Iterations between host reads of the device-side statistics."""
+    """Iterations between log lines (progress.csv, TensorBoard)."""
     checkpoint_every: int = 20
-    """Iterations between periodic checkpoints."""
+    """Iterations between checkpoints."""
     keep_checkpoints: int = 3
-    """Periodic checkpoints kept (last.pt and best.pt are always kept)."""
+    """Periodic checkpoints kept; last.pt and best.pt are always kept."""
     eval_every: int = 20
-    """Iterations between quick evaluations (greedy agent, ``max_clicks`` clicks, the held-out
-    images; run at checkpoint iterations that are multiples of it, and at the end) selecting
-    ``best.pt`` by mean final Dice and logging rendered episodes to TensorBoard. 0: none, and no
-    ``best.pt`` is written."""
+    """Iterations between quick evaluations on the held-out images, which pick best.pt (by mean
+    final Dice) and draw episodes to TensorBoard. 0: none, and no best.pt."""
     eval_clicks: int = 20
-    """Clicks per episode of the evaluation after training (NoC needs 20)."""
+    """Clicks per episode of the evaluation after training; NoC@85 and NoC@90 count up to this
+    many."""
     tensorboard: bool = True
-    """Write TensorBoard event files next to the CSV log."""
+    """Write TensorBoard logs beside progress.csv."""
     compile: bool = False
-    """``torch.compile(fullgraph=True)`` the policy forward and the env step."""
+    """Compile the policy and the env step with torch.compile."""
+    # Covers SAM2 decode and the policy's forward and backward; parameters, optimizer, rewards,
+    # metrics and evaluation stay fp32, the weight-free segmenter decodes in fp32.
+    # docs/results/bf16_* compare the agents it trains with fp32 ones.
     autocast: Literal["none", "bf16"] = "none"
-    """bf16 autocast of training's rollout and PPO update (SAM2 decode, policy forward and
-    backward; parameters, optimizer, rewards and metrics stay fp32; the weight-free segmenter
-    always decodes in fp32; evaluation runs in fp32). For GPUs, and for CPUs with native bf16
-    (AVX512-BF16 or AMX): 1.4x the main job's PPO iterations on the 2-core AMD EPYC, but the
-    agent it trains is 0.02-0.03 Dice lower at 5 clicks on held-out frames over three seeds
-    (README, "Throughput on the 2-core CPU"). On other CPUs bf16 is emulated and slower than
-    fp32; the run warns."""
+    """bf16: train (rollout and PPO update) in bfloat16, for GPUs and CPUs with native bf16
+    (AVX512-BF16 or AMX); other CPUs emulate it, slower than fp32, and the run warns. none:
+    fp32."""
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "segmenter": SegmenterConfig, "env": EnvConfig,
@@ -192,11 +195,17 @@ class TrainConfig:
     """PPO on the batched click environment (CleanRL-style settings)."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    """Which images the agent trains and is evaluated on."""
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    """The segmenter each click is given to: weight-free, or SAM2 on precomputed features."""
     env: EnvConfig = field(default_factory=EnvConfig)
+    """The episodes: clicks, reward, what the agent observes (docs/design.md)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The agent's network and the mask prior it starts from."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    """How much is collected per iteration and how PPO updates on it."""
     run: RunConfig = field(default_factory=RunConfig)
+    """Where the run's files go, the device, checkpoints, logging and evaluation."""
 
     def validate(self) -> None:
         """Reject inconsistent settings with a message naming the field."""

@@ -98,8 +98,12 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]
 
 
 def _flag(name: str) -> str:
-    """The command-line flag of a setting (flags are the leaf names, unique across sections)."""
-    return "--" + _leaf(name).replace("_", "-")
+    """The command-line flag of a setting (flags are the leaf names, unique across sections;
+    a section's ``kind`` is the flag named after its section: ``--policy``, ``--segmenter``)."""
+    leaf = _leaf(name)
+    if leaf == "kind" and "." in name:
+        leaf = name.rsplit(".", 2)[-2]
+    return "--" + leaf.replace("_", "-")
 
 
 def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any],

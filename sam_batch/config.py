@@ -14,16 +14,18 @@ class SAM2ModelConfig:
     ``sam2click-embed`` share it: a feature cache must be built by the model training uses
     (caches record its fingerprint, and loading checks it)."""
 
+    # resolved by sam_batch.model.resolve_config
     sam2_config: str = "sam2.1_hiera_b+"
-    """SAM2.1 config: a short name (``t``, ``s``, ``b+``, ``l``, ``tiny``, ``base_plus``...), a
-    shipped config's name or a yaml path (``sam_batch.model.resolve_config``)."""
+    """SAM2.1 model config: a short name (t, s, b+, l), a config name shipped with SAM2, or a
+    path to a YAML config."""
     sam2_checkpoint: str | None = None
-    """SAM2 checkpoint (the official .pt). None: RANDOM weights, for tests and benchmarks only
-    (the features are meaningless for segmentation)."""
+    """Path to the SAM2 checkpoint (the official .pt file). Unset: random weights, which only
+    tests and benchmarks should use: their masks are meaningless."""
     sam2_seed: int = 0
-    """Seed of the random SAM2 weights (only without a checkpoint)."""
+    """Seed of the random SAM2 weights (used only without a checkpoint)."""
     sam2_image_size: int | None = None
-    """Override of SAM2's 1024 input side (a multiple of 32), for small random-weight models."""
+    """SAM2's input side in pixels, a multiple of 32 (unset: 1024); smaller sizes are for
+    small random-weight models."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class SegmenterConfig(SAM2ModelConfig):
     flat)."""
 
     kind: Annotated[Literal["weightfree", "sam2"], tyro.conf.arg(name="segmenter")] = "weightfree"
-    """``weightfree`` (classical, no checkpoint) or ``sam2`` (needs a feature cache)."""
+    """weightfree: a classical click-driven segmenter that needs no checkpoint; sam2: SAM2's
+    decoder on image features precomputed by sam2click-embed."""
     feature_cache: str | None = None
-    """Feature cache directory made by ``sam2click-embed`` (per split; ``{split}`` is replaced).
-    None with ``segmenter=sam2``: training refuses; evaluation-only commands encode in memory."""
+    """Feature cache folder written by sam2click-embed; {split} in it is replaced by the split's
+    name. Training with --segmenter sam2 needs one; the evaluation commands encode the images
+    themselves without it."""

@@ -1,9 +1,9 @@
 """Baseline table without an agent: RITM oracle (pixel / grid), the learned clicker, no further
 clicks, random.
 
-The learned clicker is a mask prior (``ppo.prior.MaskPrior``, a small U-Net of the image
-alone) trained here on the training split for ``--prior-steps`` updates, clicking by RITM's
-rule against its own prediction (no GT at evaluation); its training time is printed.
+The learned clicker is a small U-Net that guesses the object from the image alone, trained
+here on the training split for --prior-steps steps; it clicks by RITM's rule against its own
+guess and sees no ground truth. Its training time is printed.
 
     sam2click-baselines                                   # synthetic val, weight-free
     sam2click-baselines --segmenter sam2 --sam2-config sam2.1_hiera_t --sam2-image-size 256
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import tyro
 
 from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.host_allocator import freed_memory_kept
@@ -34,6 +33,8 @@ from ppo.factory import DeviceError, load_split
 from ppo.run_dir import RunFolderError, check_results_folder
 from sam_batch.config import SegmenterConfig
 from sam_batch.factory import build_segmenter
+
+from ._command import cli, command_name, fail
 
 
 DEFAULT_OUT = Path("runs/baselines")
@@ -48,12 +49,17 @@ class BaselineConfig:
     (``MaskPriorConfig``, which training's policy section inherits)."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    """The held-out images scored, and the training images of the learned clicker."""
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    """The segmenter each click is given to: weight-free, or SAM2."""
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
+    """The evaluation episodes."""
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    """Where the command runs."""
     results: ResultsConfig = field(default_factory=lambda: ResultsConfig(out=DEFAULT_OUT))
-    """Results go to ``runs/baselines`` unless ``--out`` (there is no checkpoint to put them beside)."""
+    """Where the table goes: runs/baselines under the working directory unless --out."""
     prior: MaskPriorConfig = field(default_factory=MaskPriorConfig)
+    """The learned clicker's network."""
 
 
 def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.device) -> str:
@@ -78,14 +84,14 @@ def train_learned_clicker(cfg: BaselineConfig, env: ClickEnv, device: torch.devi
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(tyro.conf.OmitArgPrefixes[BaselineConfig], args=argv, description=__doc__)
-    cfg.episodes.check("scripts.baselines")
+    cfg = cli("baselines", BaselineConfig, argv, __doc__)
+    cfg.episodes.check(command_name("baselines"))
     out = cfg.results.out or DEFAULT_OUT
     try:
         device = cfg.device.resolve()
         check_results_folder(out, overwrite=cfg.results.overwrite)
     except (DeviceError, RunFolderError) as err:
-        raise SystemExit(f"scripts.baselines: error: {err}") from err
+        raise fail("baselines", str(err)) from err
     data = load_split(cfg.data, cfg.data.eval_split, cfg.data.eval_images)
     seg = cfg.segmenter
     # without --feature-cache the held-out images are encoded in memory here

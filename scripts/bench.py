@@ -1,20 +1,16 @@
-"""Run the benchmark suite on this machine; write bench/results/<date>_<device>.json and .md.
+"""Benchmark the environment, SAM2 decode and PPO on this machine; write a JSON and a Markdown
+report to ./bench-results/<date>_<device>.{json,md,log}.
 
     sam2click-bench                                  # CUDA if available, else CPU
-    sam2click-bench --device cuda --bf16 --compile   # opt-in fast paths (parity-gated)
+    sam2click-bench --device cpu --select weightfree # the weight-free segmenter's cases only
+    sam2click-bench --device cuda --bf16 --compile   # opt-in fast paths, checked against fp32
     sam2click-bench --device cpu --no-slow --threads 1
-    sam2click-bench --help
 
-What it does:
-
-1. runs ``pytest bench`` in a subprocess with ``--benchmark-json`` (the exact command, the
-   environment variables it sets and the full log are kept with the results);
-2. measures FLOPs and bytes per env step and per decode (``bench.flops.cost_report``:
-   ``FlopCounterMode`` and an aten-level traffic counter) and the roofline they imply;
-3. joins them: every throughput case gets its achieved TFLOP/s and fraction of the bf16 peak
-   (790 TFLOP/s on an H200, measured on dense matmul) and the memory-bound ceiling of its eager
-   step; the memory model gives the largest B that fits the device for several cache sizes;
-4. writes the JSON (everything) and a Markdown report (the tables).
+It runs the benchmark suites with pytest-benchmark in a subprocess (install the extra:
+pip install 'sam2-click-rl[bench]'), counts the FLOPs and bytes of one env step and one decode,
+and reports each case's steps per second beside the one-episode-at-a-time baseline, its
+fraction of the device's peak, and the largest batch that fits the device's memory. The suites
+ship with the package; from a clone the repository's bench/ folder runs.
 """
 
 from __future__ import annotations
@@ -32,52 +28,77 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import tyro
 
 from ppo.command_options import DeviceConfig, flat_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._command import cli, command_name, fail
+
+PACKAGE = Path(__file__).resolve().parent
+"""This command's folder: sam2click_cli/ when installed, scripts/ in a clone."""
+MARKERS = ("slow: long-running cases", "gpu: needs a CUDA device")
+"""The markers the suites use, registered by the ini file each run writes."""
+
+
+def suite_root() -> Path:
+    """The folder holding the suites (bench/) and the references they compare against
+    (references/): inside the installed package, or the clone's root."""
+    for root in (PACKAGE / "suite", PACKAGE.parent):
+        if (root / "bench" / "conftest.py").is_file() and (root / "references").is_dir():
+            return root
+    raise fail("bench", f"no benchmark suites beside {PACKAGE} (neither suite/bench nor "
+               f"../bench); reinstall the package (pip install 'sam2-click-rl[bench]') or run "
+               f"it from a clone of the repository")
+
+
+def check_pytest() -> None:
+    """Say which packages the suites need when they are missing, before any work."""
+    import importlib.util
+
+    missing = [m for m in ("pytest", "pytest_benchmark", "scipy") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise fail("bench", f"the benchmark suites need {', '.join(missing)}; install them with "
+                   f"pip install 'sam2-click-rl[bench]' (or pip install pytest pytest-benchmark scipy)")
 
 
 @dataclass
 class BenchConfig:
-    """Run bench/ and write a JSON + Markdown report under ``out_dir``.
-
-    ``compile`` and ``out_dir`` are the benchmark run's (the suite's ``--bench-compile``, the
-    reports' folder), not a training run's settings of the same names."""
+    """Run the benchmark suites and write a JSON and a Markdown report."""
 
     device: DeviceConfig = field(default_factory=DeviceConfig)
     bf16: bool = False
-    """bf16 features and ``torch.autocast`` (gated by parity with eager fp32)."""
+    """Store features in bf16 and run under bf16 autocast; each case first checks its results
+    against fp32 and fails if they disagree."""
     compile: bool = False
-    """``torch.compile(fullgraph=True)`` of the env step / decode / policy (parity-gated)."""
+    """Compile the env step, the decode and the policy with torch.compile (checked against the
+    uncompiled results first)."""
     compile_mode: str = "default"
-    """``default``, ``reduce-overhead`` (CUDA graphs through Inductor) or ``max-autotune``."""
+    """torch.compile mode: default, reduce-overhead (CUDA graphs) or max-autotune."""
     cuda_graphs: bool = False
-    """Capture the env step as one CUDA graph (CUDA only; parity-gated)."""
+    """Capture the env step as one CUDA graph (CUDA only; checked against eager first)."""
     images: int | None = None
-    """Images encoded by SAM2 once per session (default 2 on CPU, 8 on CUDA)."""
+    """Images encoded by SAM2 once per run; batches repeat them. Unset: 2 on a CPU, 8 on CUDA."""
     decode_chunk: int | None = None
-    """Rows per SAM2 decoder pass (``BatchedSAM2Decoder.max_chunk``; default: the decoder's
-    device default, 4 on a CPU and 256 on an accelerator)."""
+    """Rows per SAM2 decoder pass. Unset: 4 on a CPU, 256 on an accelerator."""
     slow: bool = True
-    """Include the cases marked slow (1,000-iteration memory run, the largest CPU sizes)."""
+    """Include the long cases (the 1,000-iteration memory run and the largest CPU batches)."""
     select: str | None = None
-    """A pytest ``-k`` expression selecting cases (e.g. ``"env_step or baseline"``)."""
+    """Run only the cases whose names match this pytest -k expression, e.g. "weightfree" or
+    "env_step and not sam2"."""
     paths: tuple[str, ...] = ("bench",)
-    """Benchmark files or folders to run."""
+    """Suite files or folders to run, relative to the folder that holds the suites."""
     threads: int | None = None
-    """``OMP_NUM_THREADS`` for the run (recommended: 1 on a shared CPU box)."""
+    """CPU threads (OMP_NUM_THREADS) for the run; 1 gives steadier figures on a shared machine."""
     cache_images: tuple[int, ...] = (8, 1000, 10_000)
-    """Feature-cache sizes (images) for the largest-B table."""
+    """Feature-cache sizes, in images, of the largest-batch table."""
     memory_gib: float | None = None
-    """Memory budget for the largest-B table (default: the GPU's memory, or the host's RAM)."""
+    """Memory budget of the largest-batch table, in GiB. Unset: the GPU's memory, or the host's
+    RAM."""
     peak_tflops: float | None = None
-    """bf16 dense peak of the device (default: 790 for H200/H100, 312 for A100, else 790)."""
+    """The device's bf16 dense peak in TFLOP/s. Unset: 312 for an A100, else 790 (H100/H200)."""
     bandwidth_tbs: float | None = None
-    """Memory bandwidth in TB/s (default: 4.8 for H200)."""
-    out_dir: Path = ROOT / "bench" / "results"
-    """Where the JSON and Markdown reports go."""
+    """The device's memory bandwidth in TB/s. Unset: 4.8 (H200)."""
+    out_dir: Path = Path("bench-results")
+    """Folder for the reports, relative to the working directory."""
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -92,9 +113,21 @@ def device_name(device: torch.device) -> str:
     return f"CPU {model}"
 
 
-def pytest_command(cfg: BenchConfig, device: torch.device, json_path: Path) -> tuple[list[str], dict]:
-    """The pytest command line and the environment variables it needs."""
-    cmd = [sys.executable, "-m", "pytest", *cfg.paths, "-p", "no:cacheprovider", "--benchmark-only",
+def write_ini(path: Path) -> Path:
+    """The pytest settings of a benchmark run, the same from a clone and from an install (no
+    project's pytest settings found above the suites apply)."""
+    lines = ["[pytest]", "markers ="] + [f"    {m}" for m in MARKERS]
+    lines += ["filterwarnings =", "    ignore::DeprecationWarning:hydra.*"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def pytest_command(cfg: BenchConfig, device: torch.device, json_path: Path,
+                   ini_path: Path) -> tuple[list[str], dict]:
+    """The pytest command line, run in the suites' folder, and the environment variables it
+    needs."""
+    cmd = [sys.executable, "-m", "pytest", *cfg.paths, "-c", str(ini_path), "--rootdir", ".",
+           "-p", "no:cacheprovider", "--benchmark-only",
            f"--benchmark-json={json_path}", "--bench-device", str(device),
            "--bench-compile-mode", cfg.compile_mode]
     if cfg.decode_chunk:
@@ -119,11 +152,12 @@ def pytest_command(cfg: BenchConfig, device: torch.device, json_path: Path) -> t
     return cmd, env
 
 
-def run_pytest(cmd: list[str], env: dict, log_path: Path) -> int:
-    """Run the suite, echoing its output and keeping it in ``log_path``."""
+def run_pytest(cmd: list[str], env: dict, log_path: Path, root: Path) -> int:
+    """Run the suites in ``root`` (so that they import as ``bench`` and ``references`` there
+    only), echoing their output and keeping it in ``log_path``."""
     full_env = {**os.environ, **env}
     with open(log_path, "w") as log, subprocess.Popen(
-        cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -284,31 +318,36 @@ def _output_paths(out_dir: Path, date: str, name: str) -> tuple[Path, Path, Path
         candidate = stem if n == 1 else f"{stem}_{n}"
         if not (out_dir / f"{candidate}.json").exists():
             return (out_dir / f"{candidate}.json", out_dir / f"{candidate}.md", out_dir / f"{candidate}.log")
-    raise SystemExit(f"too many reports named {stem} in {out_dir}")
+    raise fail("bench", f"too many reports named {stem} in {out_dir}; pass another --out-dir")
 
 
 def _relative(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it (reports travel between
-    machines: no absolute paths of the machine that ran them)."""
+    """``path`` relative to the working directory when it lies inside it (reports travel
+    between machines: no absolute paths of the machine that ran them)."""
     try:
-        return str(Path(path).resolve().relative_to(ROOT))
+        return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
 
 
-def _portable(cmd: list[str], raw_path: Path) -> list[str]:
-    """The pytest command as a user would type it in the repository: ``python``, not this
-    interpreter's absolute path, and the temporary JSON path as a placeholder."""
+def _portable(cmd: list[str], tmp: Path) -> list[str]:
+    """The pytest command as a user would type it in the suites' folder: ``python``, not this
+    interpreter's absolute path, and the temporary folder as a placeholder."""
     out = ["python" if c == sys.executable else c for c in cmd]
-    return [c.replace(str(raw_path), "<tmp>/pytest-benchmark.json") for c in out]
+    return [c.replace(str(tmp), "<tmp>") for c in out]
+
+
+def _suite_imports(root: Path) -> None:
+    """Make the suites' own modules (bench.flops, bench.bench_memory) importable here too."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(tyro.conf.OmitArgPrefixes[BenchConfig], args=argv, description=__doc__)
-    if not (ROOT / "bench" / "conftest.py").is_file():
-        raise SystemExit(f"sam2click-bench runs the suites in bench/ of a source checkout; none "
-                         f"at {ROOT / 'bench'}: run it from a clone of the repository "
-                         f"(pip install -e '.[test]').")
+    cfg = cli("bench", BenchConfig, argv, __doc__)
+    root = suite_root()
+    check_pytest()
+    _suite_imports(root)
     from bench.flops import cost_report, peaks_for
 
     device = cfg.device.resolve()
@@ -328,23 +367,23 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "pytest-benchmark.json"
-        cmd, env = pytest_command(cfg, device, raw_path)
-        status = run_pytest(cmd, env, log_path)
+        cmd, env = pytest_command(cfg, device, raw_path, write_ini(Path(tmp) / "pytest.ini"))
+        status = run_pytest(cmd, env, log_path, root)
         raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     cost = cost_report(device)
     cost["roofline"] = cost.pop("roofline_h200")
     rows = analyse(raw, cost, peak, budget, cfg.cache_images)
     first = next((b.get("extra_info", {}) for b in raw.get("benchmarks", []) if "path" in b.get("extra_info", {})), {})
     shell = " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(
-        f"'{c}'" if (" " in c or c == "") else c for c in _portable(cmd, raw_path))
+        f"'{c}'" if (" " in c or c == "") else c for c in _portable(cmd, Path(tmp)))
     meta = {"date": now.isoformat(timespec="seconds"), "device": str(device), "device_name": name,
             "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
             "path": first.get("path", "eager-fp32"), "precision": first.get("precision", "fp32"),
             "feature_dtype": first.get("feature_dtype", "torch.float16"),
             "torch_threads": first.get("torch_threads", torch.get_num_threads()),
             "omp_num_threads": env.get("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS")),
-            "command": _portable(cmd, raw_path), "command_env": env, "command_line": shell.strip(),
-            "script_command": "python -m scripts.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": _portable(cmd, Path(tmp)), "command_env": env, "command_line": shell.strip(),
+            "script_command": " ".join([command_name("bench"), *(argv if argv is not None else sys.argv[1:])]),
             "pytest_exit": status, "peak_tflops": peak[0] / 1e12, "bandwidth_tbs": peak[1] / 1e12,
             "config": {k: (_relative(v) if isinstance(v, Path) else v)
                        for k, v in flat_settings(cfg).items()},

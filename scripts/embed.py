@@ -4,13 +4,11 @@
         --sam2-checkpoint sam2.1_hiera_base_plus.pt --device cuda --out caches/kvasir-all__b+
     sam2click-embed --dataset synthetic --count 32 --sam2-config t --sam2-image-size 256
         # (random weights)
-    sam2click-embed --help
 
-The SAM2 model settings are training's (``--sam2-config``, ``--sam2-checkpoint``,
-``--sam2-seed``, ``--sam2-image-size``: one declaration, ``sam_batch.config.SAM2ModelConfig``, as
-a cache must be built by the model training uses); this command's older names ``--config``,
-``--checkpoint``, ``--seed`` and ``--image-size`` still work. An interrupted run resumes where it
-stopped when started again with the same arguments.
+The SAM2 flags are the same as sam2click-train's, since training must load the cache with the
+model that built it (--config, --checkpoint, --seed and --image-size are accepted as older
+names). An interrupted run resumes where it stopped when started again with the same
+arguments.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import tyro
 
 from gpu_env.datasets.config import ImagesConfig
 from ppo.command_options import (DeviceConfig, ProgressConfig, SplitConfig, command_registry,
@@ -33,6 +30,8 @@ from sam_batch.cache_folder import check_owned
 from sam_batch.config import SAM2ModelConfig
 from sam_batch.factory import build_sam2_model
 from sam_batch.model import checkpoint_fingerprint, resolve_config
+
+from ._command import cli, command_name
 
 OLD_FLAGS = {SAM2ModelConfig: {"sam2_config": ("--config",), "sam2_checkpoint": ("--checkpoint",),
                                "sam2_seed": ("--seed",), "sam2_image_size": ("--image-size",)}}
@@ -50,29 +49,33 @@ class EmbedConfig:
     cache), not the other commands' settings of the same names (``ppo.command_options``)."""
 
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    """The images to encode (the same flags as sam2click-train's)."""
     split: SplitConfig = field(default_factory=SplitConfig)
+    """The one split encoded."""
     count: int | None = None
     """Number of images for the synthetic dataset (its default when unset)."""
     model: SAM2ModelConfig = field(default_factory=SAM2ModelConfig)
+    """The SAM2 model that encodes them; training must use the same."""
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    """Where the encoder runs."""
     batch_size: int = 4
     """Images per encoder forward."""
     dtype: Literal["float16", "bfloat16"] = "float16"
     """Storage precision of the cached features."""
     out: Path | None = None
-    """Cache directory; default ``caches/<dataset>-<split>__<config>``."""
+    """Cache folder. Default: caches/<dataset>-<split>__<config> under the working directory."""
     overwrite: bool = False
     """Replace a cache of another model, dtype, dataset, split or augmentation at ``out``, or
     re-encode a complete cache of this one from scratch. Without it such a cache is refused, and
     a cache of this job is checked and brought up to date (damaged or changed images
     re-encoded). A folder holding anything but a cache is refused either way."""
     progress: ProgressConfig = field(default_factory=ProgressConfig)
+    """What the command shows while it works."""
 
 
 def parse(argv: list[str] | None = None) -> EmbedConfig:
     """The config of a command line (``OLD_FLAGS`` included), as ``sam2click-embed`` parses it."""
-    return tyro.cli(tyro.conf.OmitArgPrefixes[EmbedConfig], args=argv, description=__doc__,
-                    registry=command_registry(aliases=OLD_FLAGS))
+    return cli("embed", EmbedConfig, argv, __doc__, registry=command_registry(aliases=OLD_FLAGS))
 
 
 def default_out(cfg: EmbedConfig) -> Path:
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out, meta = embed(cfg, notes=notes)
     except (ValueError, DiskFullError) as e:  # CacheError, SAM2LoadError, bad flags: say it plainly
-        print(f"embed: error: {e}", file=sys.stderr)
+        print(f"{command_name('embed')}: error: {e}", file=sys.stderr)
         return 2
     for line in notes:
         print(line)

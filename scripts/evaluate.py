@@ -2,8 +2,8 @@
 
     sam2click-evaluate --checkpoint runs/ppo_click/best.pt   # runs/ppo_click/eval_best_val/
 
-Results go to their own folder, ``<checkpoint dir>/eval_<checkpoint name>_<split>`` (never the
-training's ``eval/``); an existing results folder is refused unless ``--overwrite``.
+Results go to their own folder, <checkpoint folder>/eval_<checkpoint name>_<split> (never the
+training's eval/); an existing results folder is refused unless --overwrite.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from ppo.prior import attach_prior
 from ppo.run_dir import RunFolderError, check_results_folder
 from sam_batch.atomic_io import DiskFullError
 
+from ._command import cli, command_name, fail
+
 USER_ERRORS = (RunFolderError, CheckpointError, DiskFullError, DeviceError)
 """Errors whose message says what to do: printed without a traceback, exit status 1."""
 
@@ -53,10 +55,13 @@ class EvaluateConfig:
     agent: AgentConfig = field(default_factory=lambda: AgentConfig(checkpoint=tyro.MISSING))
     """Required here: there is no agent to evaluate without one."""
     results: ResultsConfig = field(default_factory=ResultsConfig)
+    """Where the table goes."""
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    """Where the command runs."""
     data: DataOverrides = field(default_factory=DataOverrides)
     """The run's data settings to change for this evaluation (unset: the checkpoint's)."""
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
+    """The evaluation episodes."""
     baselines: bool = True
     """Also evaluate the oracle, no-further-clicks and random baselines."""
 
@@ -72,17 +77,16 @@ def default_out(checkpoint: Path, split: str, dataset: str | None = None) -> Pat
 
 def check_args(args: EvaluateConfig) -> None:
     """Reject values that cannot work, naming them (before any loading)."""
-    args.episodes.check("scripts.evaluate")
-    require_positive("scripts.evaluate", eval_images=args.data.get("eval_images"))
+    args.episodes.check(command_name("evaluate"))
+    require_positive(command_name("evaluate"), eval_images=args.data.get("eval_images"))
     if not args.agent.checkpoint:
-        raise SystemExit("scripts.evaluate: error: --checkpoint must name a checkpoint written by "
-                         "sam2click-train, e.g. --checkpoint runs/ppo_click/best.pt.")
+        raise fail("evaluate", "--checkpoint must name a checkpoint written by sam2click-train, "
+                   "e.g. --checkpoint runs/ppo_click/best.pt.")
 
 
 def parse(argv: list[str] | None = None) -> EvaluateConfig:
     """The config of a command line, as ``sam2click-evaluate`` parses it."""
-    return tyro.cli(tyro.conf.OmitArgPrefixes[EvaluateConfig], args=argv, description=__doc__,
-                    registry=command_registry())
+    return cli("evaluate", EvaluateConfig, argv, __doc__, registry=command_registry())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return evaluate(args)
     except USER_ERRORS as err:
-        raise SystemExit(f"scripts.evaluate: error: {user_message(err)}") from err
+        raise fail("evaluate", user_message(err)) from err
 
 
 def evaluate(args: EvaluateConfig) -> int:
@@ -101,7 +105,7 @@ def evaluate(args: EvaluateConfig) -> int:
     ck = load_checkpoint(path, map_location=device)
     if "config" not in ck or "model" not in ck:
         raise CheckpointError(f"{str(path)!r} is a checkpoint but not one written by "
-                              f"scripts.train (no config or model); pass a run's best.pt, "
+                              f"sam2click-train (no config or model); pass a run's best.pt, "
                               f"last.pt or ckpt_<iter>.pt.")
     cfg = TrainConfig.from_dict(json.loads(ck["config"])).replace(device=str(device), **args.data)
     out = args.results.out or default_out(path, cfg.data.eval_split, args.data.get("dataset"))

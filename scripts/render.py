@@ -1,11 +1,9 @@
-"""Render pictures for human inspection.
+"""Render pictures for human inspection: a dataset's frames with their masks, or an agent's
+evaluation episodes click by click.
 
-  sam2click-render dataset --out docs/images/synthetic_contact_sheet.png
+  sam2click-render dataset                  # writes ./contact_sheet.png
   sam2click-render dataset --source kvasir:/data/Kvasir-SEG --split val --count 24
   sam2click-render episodes --checkpoint runs/ppo_click/last.pt --out runs/episodes
-
-Each mode is a subcommand with its own config dataclass; add a mode by adding an entry to
-``MODES``.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Union
 
 import numpy as np
 import torch
@@ -23,28 +22,28 @@ from gpu_env.evaluation import new_figure, save_figure
 from gpu_env.visualize import contact_sheet, overlay_outlines, save_png
 from ppo.command_options import AgentConfig, DeviceConfig, SplitConfig
 
+from ._command import cli
+
 
 @dataclass
 class DatasetSheet:
-    """Contact sheet of a dataset's working images with their masks outlined.
+    """A contact sheet of a dataset's working images with their masks outlined."""
 
-    ``out`` is one PNG file, ``count`` the frames shown and ``seed`` the synthetic generator's:
-    not the settings of the same names of the other commands (``ppo.command_options``)."""
-
-    out: Path = Path("docs/images/synthetic_contact_sheet.png")
-    """PNG to write."""
+    out: Path = Path("contact_sheet.png")
+    """PNG file to write (relative to the working directory)."""
     source: str = "synthetic"
-    """Dataset source, as for ``load_dataset`` (``synthetic``, ``kvasir:<path>``, a folder)."""
+    """The dataset: synthetic, synthetic:<seed>, kvasir:<folder>, folder:<folder> or an
+    image/mask folder."""
     split: SplitConfig = field(default_factory=lambda: SplitConfig("train"))
     """The training split by default: the sheet shows frames the agent trains on."""
     size: int = 256
-    """Working size (tiles are drawn at this size)."""
+    """Working size in pixels; tiles are drawn at this size."""
     count: int = 12
     """Number of frames shown."""
     start: int = 0
     """Index of the first frame shown."""
     seed: int = 0
-    """Synthetic only: generator seed."""
+    """Seed of the synthetic generator (synthetic source only)."""
     pairs: bool = True
     """Show each frame twice: as is, and with its mask outlined (else outlined only)."""
     cols: int = 6
@@ -74,8 +73,9 @@ def render_dataset(cfg: DatasetSheet) -> Path:
 
 @dataclass
 class EpisodeStrips:
-    """PNG strips of evaluation episodes: image, GT outline (green), mask overlay (blue),
-    numbered clicks (fg green, bg red) and Dice per click."""
+    """PNG strips of evaluation episodes: image, ground-truth outline (green), mask (blue),
+    numbered clicks (foreground green, background red) and the Dice after each click. The oracle
+    clicker's episodes are drawn when no checkpoint is given."""
 
     agent: AgentConfig = field(default_factory=AgentConfig)
     out: Path = Path("runs/episodes")
@@ -85,7 +85,7 @@ class EpisodeStrips:
     clicks: int = 6
     """Clicks per episode (the initial user click included)."""
     device: DeviceConfig = field(default_factory=lambda: DeviceConfig("cpu"))
-    """The CPU by default: a handful of episodes needs no GPU (``--device auto`` uses one)."""
+    """The CPU by default: a handful of episodes needs no GPU (--device auto uses one)."""
 
 
 def _strip(image: np.ndarray, gt: np.ndarray, ep: dict, path: Path, title: str) -> Path:
@@ -151,12 +151,17 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
     return paths
 
 
-MODES = {"dataset": render_dataset, "episodes": render_episodes}
+MODES = {"dataset": (DatasetSheet, render_dataset), "episodes": (EpisodeStrips, render_episodes)}
+"""Subcommand name -> (its settings, what it does)."""
 
 
 def main(argv: list[str] | None = None) -> int:
+    modes = Union[tuple(Annotated[cls, tyro.conf.subcommand(name)]  # noqa: UP007
+                        for name, (cls, _) in MODES.items())]
+    cfg = cli("render", modes, argv, __doc__)
+    run = next(run for cls, run in MODES.values() if isinstance(cfg, cls))
     with torch.no_grad():  # scoped: a caller's grad mode is left as it was
-        tyro.extras.subcommand_cli_from_dict(MODES, args=argv, config=(tyro.conf.OmitArgPrefixes,))
+        run(cfg)
     return 0
 
 

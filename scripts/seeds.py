@@ -4,12 +4,11 @@
     sam2click-seeds --seeds 1 2 3 --mode simulated_user --bc-steps 200
     sam2click-seeds --results runs/a/eval runs/b/eval  # aggregate existing evaluations
 
-Every flag other than ``--seeds``, ``--results`` and ``--summary-dir`` is a ``sam2click-train``
-flag (``sam2click-train --help``). Seed ``s`` trains into ``<out-dir>/<exp-name>_seed<s>``;
-a seed whose evaluation already exists with the same config is not trained again, and one
-interrupted after a checkpoint resumes from its ``last.pt``, so re-running the command after an
-interruption finishes the job. The summary (``seeds.md``, ``seeds.json``,
-``seeds_dice_vs_clicks.png``) goes to ``<out-dir>/<exp-name>_seeds`` unless ``--summary-dir``.
+Every other flag is a sam2click-train flag (listed below). Seed s trains into
+<out-dir>/<exp-name>_seed<s>; a seed whose evaluation already exists with the same settings is
+not trained again, and one interrupted after a checkpoint resumes from its last.pt, so running
+the command again after an interruption finishes the job. The summary (seeds.md, seeds.json,
+seeds_dice_vs_clicks.png) goes to <out-dir>/<exp-name>_seeds unless --summary-dir.
 """
 
 from __future__ import annotations
@@ -23,15 +22,23 @@ from gpu_env.evaluation.seeds import (RunSettings, aggregate_seeds, format_seed_
                                       load_results, write_seeds)
 from ppo.config import TrainConfig
 
+from ._command import command_name, fail
+from ._config_file import parse
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, add_help=False, allow_abbrev=False,
+    p = argparse.ArgumentParser(prog=command_name("seeds"), description=__doc__, add_help=False,
+                                allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", help="training seeds, one run each")
-    p.add_argument("--results", nargs="+", help="aggregate these results.json files (or eval "
-                                                "folders) instead of training")
-    p.add_argument("--summary-dir", help="where seeds.md/json/png go")
-    p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="Training seeds, at least two, one run each.")
+    p.add_argument("--results", nargs="+", metavar="PATH",
+                   help="Aggregate these results.json files (or the eval folders holding them) "
+                        "instead of training.")
+    p.add_argument("--summary-dir", metavar="DIR",
+                   help="Folder for seeds.md, seeds.json and seeds_dice_vs_clicks.png. Default: "
+                        "<out-dir>/<exp-name>_seeds, or the folder above the first --results.")
+    p.add_argument("-h", "--help", action="store_true", help="Show this help and exit.")
     return p
 
 
@@ -65,8 +72,8 @@ def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
         mine = _without_resume(_flat(run))
         if old != mine:
             diff = sorted(k for k in old.keys() | mine.keys() if old.get(k) != mine.get(k))
-            raise SystemExit(
-                f"{folder} holds a run with another config (differs in: {', '.join(diff)}); "
+            raise fail(
+                "seeds", f"{folder} holds a run with another config (differs in: {', '.join(diff)}); "
                 f"pass another --exp-name or --out-dir, or move that folder away")
     last = folder / "last.pt"
     if run.run.resume is None and last.is_file():
@@ -93,26 +100,31 @@ def _finished(run: TrainConfig) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, rest = _parser().parse_known_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
     if args.help:
-        print(__doc__)
+        print(parser.format_help())
+        print("Training flags (each run's, as sam2click-train takes them):\n", flush=True)
+        parse("seeds", ["--help"], description=None)  # prints them and exits
         return 0
     if bool(args.seeds) == bool(args.results):
-        raise SystemExit("give either --seeds S1 S2 ... (train and evaluate one run per seed) "
-                         "or --results A B ... (aggregate existing evaluations)")
+        raise fail("seeds", "give either --seeds S1 S2 ... (train and evaluate one run per seed) "
+                   "or --results A B ... (aggregate existing evaluations)")
     if args.results:
         if rest:
-            raise SystemExit(f"--results takes no training flags, got {rest}")
+            raise fail("seeds", f"--results takes no training flags, got {rest}")
         runs = [load_results(p) for p in args.results]
         summary_dir = Path(args.summary_dir or Path(args.results[0]).parent)
     else:
         if any(a == "--seed" or a.startswith("--seed=") for a in rest):
-            raise SystemExit("use --seeds S1 S2 ... (not --seed) with scripts.seeds")
+            raise fail("seeds", "use --seeds S1 S2 ... (not --seed)")
         if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
-            raise SystemExit(f"--seeds needs at least two distinct seeds, got {args.seeds}")
-        from scripts.train import train_and_evaluate  # keeps freed memory while each trains
+            raise fail("seeds", f"--seeds needs at least two distinct seeds, got {args.seeds}")
+        from .train import train_and_evaluate  # keeps freed memory while each trains
 
-        cfg = TrainConfig.from_cli(rest, description=__doc__)
+        cfg = parse("seeds", rest, description=__doc__)
+        if cfg is None:  # --print-config
+            return 0
         runs = []
         for seed in args.seeds:
             run = seed_config(cfg, seed)

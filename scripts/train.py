@@ -1,14 +1,18 @@
 """Train a click agent with PPO, then evaluate it beside the baselines and print the table.
 
-    sam2click-train                      # embedded default: synthetic + weight-free, CPU
-    sam2click-train --help               # every TrainConfig field
-    torchrun --nproc_per_node=N -m scripts.train --device cuda ...   # N GPUs
+    sam2click-train                          # synthetic images, weight-free segmenter, CPU
+    sam2click-train --config runs/ppo_click/config.json --seed 2   # a saved run's settings
+    sam2click-train --print-config           # the settings a run would use, as JSON
+    torchrun --nproc_per_node=N -m sam2click_cli.train --device cuda ...   # N GPUs
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+from ._command import fail
+from ._config_file import parse
 
 from gpu_env.host_allocator import freed_memory_kept
 from ppo import distributed as dist_utils
@@ -74,11 +78,13 @@ def evaluate_run(trainer: Trainer) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = TrainConfig.from_cli(argv, description=__doc__)
+    cfg = parse("train", argv, description=__doc__)
+    if cfg is None:  # --print-config: printed, nothing trained
+        return 0
     try:
         train_and_evaluate(cfg)
     except USER_ERRORS as err:
-        raise SystemExit(f"scripts.train: error: {user_message(err)}") from err
+        raise fail("train", user_message(err)) from err
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -85,3 +86,26 @@ def test_results_files_and_table(setup, tmp_path):
     assert json.loads(paths["json"].read_text())["meta"] == {"note": "test"}
     assert paths["plot"].stat().st_size > 1000
     assert paths["csv"].read_text().splitlines()[0] == "policy,metric,click,mean,std"
+
+
+def _curves(iou_orig: list[list[float]]) -> Curves:
+    iou = np.asarray(iou_orig, dtype=np.float64)
+    return Curves("agent", dice=iou, iou=iou, boundary=iou, dice_orig=iou, iou_orig=iou)
+
+
+def test_noc_capped_by_the_clicks_shows_as_a_lower_bound_and_warns():
+    """An episode that never reaches the IoU counts the number of clicks evaluated: the mean is
+    then a lower bound, shown as "≥" with a note, and a warning says so."""
+    capped = _curves([[0.5, 0.86, 0.95], [0.5, 0.6, 0.7]]).summary(table_clicks=2)
+    assert capped["noc85_mean"] == 2.5 and capped["noc85_failures"] == 1  # (2 + 3) / 2
+    with pytest.warns(UserWarning, match="NoC is capped"):
+        text = format_table([capped])
+    row = next(line for line in text.splitlines() if line.startswith("| agent |"))
+    assert "| ≥ 2.50 | ≥ 3.00 |" in row
+    assert "agent NoC@85: 1 of 2" in text and "within 3 clicks count as 3" in text
+
+    reached = _curves([[0.5, 0.86, 0.95], [0.91, 0.92, 0.93]]).summary(table_clicks=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = format_table([reached])
+    assert "| 1.50 | 2.00 |" in text and "≥" not in text

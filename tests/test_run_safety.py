@@ -53,7 +53,7 @@ def test_train_into_a_folder_holding_a_run_is_refused_and_changes_nothing(finish
     with pytest.raises(SystemExit) as refused:
         train.main(["--out-dir", str(tmp_path), *TINY_FLAGS])
     msg = str(refused.value.code)
-    assert msg.startswith("scripts.train: error:") and str(run) in msg
+    assert msg.startswith("sam2click-train: error:") and str(run) in msg
     assert f"--resume {run / 'last.pt'}" in msg and "--overwrite" in msg
     assert snapshot(run) == before
 
@@ -230,7 +230,7 @@ def test_a_full_disk_ends_scripts_train_with_a_clear_message(tmp_path, full_disk
     with pytest.raises(SystemExit) as stopped:
         train.main(["--out-dir", str(tmp_path), *TINY_FLAGS])
     msg = str(stopped.value.code)
-    assert msg.startswith("scripts.train: error: no space left on the device holding")
+    assert msg.startswith("sam2click-train: error: no space left on the device holding")
     assert "last.pt" in msg and "intact" in msg
     assert not (tmp_path / "tiny" / "run.lock").exists()
 
@@ -277,7 +277,7 @@ def test_an_unknown_device_is_a_clear_error(tmp_path):
 
     with pytest.raises(DeviceError, match=r"--device 'foo' is not a device: expected auto, cpu"):
         resolve_device("foo")
-    with pytest.raises(SystemExit, match=r"scripts.train: error: --device 'foo'.*--device cpu"):
+    with pytest.raises(SystemExit, match=r"sam2click-train: error: --device 'foo'.*--device cpu"):
         train.main(["--out-dir", str(tmp_path), *TINY_FLAGS, "--device", "foo"])
 
 
@@ -294,5 +294,5 @@ def test_evaluate_rejects_a_checkpoint_file_that_is_text(tmp_path):
     with pytest.raises(SystemExit, match="last.pt.*not a checkpoint"):
         evaluate.main(["--checkpoint", str(text), "--device", "cpu"])
     save_checkpoint(tmp_path / "w.pt", {"w": 1})
-    with pytest.raises(SystemExit, match="w.pt.*not one written by scripts.train"):
+    with pytest.raises(SystemExit, match="w.pt.*not one written by sam2click-train"):
         evaluate.main(["--checkpoint", str(tmp_path / "w.pt"), "--device", "cpu"])

@@ -50,7 +50,7 @@ def test_evaluate_command_reproduces_the_agent_row(tiny_run, tmp_path, capsys):
 def test_evaluate_command_rejects_a_missing_checkpoint(tmp_path):
     from scripts import evaluate
 
-    with pytest.raises(SystemExit, match="scripts.evaluate: error: .*nope.pt.*does not exist"):
+    with pytest.raises(SystemExit, match="sam2click-evaluate: error: .*nope.pt.*does not exist"):
         evaluate.main(["--checkpoint", str(tmp_path / "nope.pt"), "--device", "cpu"])
 
 

@@ -12,16 +12,15 @@ class ImagesConfig:
     images training loads."""
 
     dataset: str = "synthetic"
-    """``synthetic``, ``synthetic:<seed>``, ``kvasir:<folder>``, ``folder:<folder>`` or an
-    image/mask folder."""
+    """The images: synthetic (generated polyp-like frames), synthetic:<seed>, kvasir:<folder>
+    (Kvasir-SEG), folder:<folder>, or a folder with images/ and masks/."""
+    # gpu_env.datasets.augment; each copy is its own image (its own row in a feature cache)
     augment_copies: int = 0
-    """Augmented copies of each training image (flip, 90-degree rotation, zoom and colour
-    jitter on image and mask together; ``gpu_env.datasets.augment``), each its own image with its
-    own GT (in a feature cache, its own row); the held-out splits are never augmented. With
-    ``segmenter=sam2`` the training split's feature cache must be built with the same
-    ``--augment-copies``/``--augment-seed`` (``sam2click-embed``)."""
+    """Augmented copies of each training image (flip, rotation, zoom, colour jitter), each
+    trained on as an image of its own; held-out splits are never augmented. With --segmenter
+    sam2 the feature cache must be built with the same --augment-copies and --augment-seed."""
     augment_seed: int = 0
-    """Seed of the augmentation parameters (deterministic per seed and image id)."""
+    """Seed of the augmentation; the same seed gives the same copies."""
 
 
 @dataclass(frozen=True)
@@ -33,13 +32,14 @@ class DataConfig(ImagesConfig):
     """Split the agent trains on."""
     eval_split: str = "val"
     """Held-out split for evaluation."""
+    # The generator takes ~14 s per 1,024 frames on 2 CPU cores; the mask prior needs the variety.
     train_images: int = 1024
-    """Number of synthetic training images (ignored for folders). The generator is cheap
-    (~14 s per 1,024 frames on 2 CPU cores) and the mask prior needs the variety."""
+    """Number of synthetic training images to generate (a folder's split is used whole)."""
     eval_images: int = 64
-    """Number of held-out images evaluated (the first ones of ``eval_split``)."""
+    """Number of held-out images evaluated: the first ones of the evaluation split."""
     image_size: int = 256
-    """Working size of dataset images kept on the device."""
+    """Side, in pixels, of the working copy of each image kept on the device."""
     shard_data: bool = False
-    """Multi-process runs: rank r trains on images r::world_size only and loads only their
-    features (for training sets larger than one GPU's memory); off: every rank holds them all."""
+    """With several processes: each trains on, and loads the features of, its own share of the
+    training images (for training sets larger than one GPU's memory). Off: every process holds
+    them all."""

@@ -42,8 +42,8 @@ def load_results(path: str | Path) -> dict:
         p = p / "results.json"
     if not p.is_file():
         raise FileNotFoundError(
-            f"no results file at {p}: pass a results.json written by scripts.train or "
-            f"scripts.evaluate, or the eval folder that holds it")
+            f"no results file at {p}: pass a results.json written by sam2click-train or "
+            f"sam2click-evaluate, or the eval folder that holds it")
     with open(p) as f:
         data = json.load(f)
     if "results" not in data or not isinstance(data["results"], list):
@@ -101,7 +101,7 @@ def _check_comparable(runs: list[dict], settings: Settings) -> None:
                 f"runs are not comparable: {runs[0]['meta'].get('path')} has (dataset, eval split, "
                 f"images, evaluation clicks) = {ref} but {r['meta'].get('path')} has {got}; "
                 f"re-evaluate with the same split, image count and --num-clicks "
-                f"(python -m scripts.evaluate --checkpoint ... --num-clicks {ref[3]})")
+                f"(sam2click-evaluate --checkpoint ... --num-clicks {ref[3]})")
 
 
 def aggregate_seeds(runs: list[dict], baselines: tuple[str, ...] = BASELINES,
