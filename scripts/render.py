@@ -15,12 +15,14 @@ from typing import Annotated, Union
 
 import numpy as np
 import torch
+from PIL import Image
 import tyro
 
 from gpu_env.datasets import load_dataset
 from gpu_env.evaluation import new_figure, save_figure
-from gpu_env.visualize import contact_sheet, overlay_outlines, save_png
+from gpu_env.visualize import contact_sheet, overlay_outlines
 from ppo.command_options import AgentConfig, DeviceConfig, SplitConfig
+from sam_batch.atomic_io import atomic_write
 
 from ._command import cli
 
@@ -48,9 +50,21 @@ class DatasetSheet:
     """Show each frame twice: as is, and with its mask outlined (else outlined only)."""
     cols: int = 6
     """Tiles per row."""
+    overwrite: bool = False
+    """Replace ``out`` if it exists; without it an existing file is refused."""
+
+
+def _refuse(message: str) -> None:
+    raise SystemExit(f"sam2click-render: error: {message}")
 
 
 def render_dataset(cfg: DatasetSheet) -> Path:
+    if cfg.out.exists() and not cfg.overwrite:
+        _refuse(f"{cfg.out} already exists; pass --overwrite to replace it, or --out "
+                "<another file>. Nothing was written.")
+    if cfg.out.is_dir():
+        _refuse(f"--out {cfg.out} is a folder; the contact sheet is one PNG file "
+                "(e.g. --out contact_sheet.png).")
     kw = {"count": cfg.start + cfg.count, "seed": cfg.seed} if cfg.source == "synthetic" else {}
     ds = load_dataset(cfg.source, split=cfg.split.split, size=cfg.size, **kw)
     sel = slice(cfg.start, min(len(ds), cfg.start + cfg.count))
@@ -66,7 +80,9 @@ def render_dataset(cfg: DatasetSheet) -> Path:
         else:
             tiles.append(to_np(outlined[k]))
             titles.append(f"{name} ({area:.1%})")
-    path = save_png(contact_sheet(tiles, cfg.cols, titles), cfg.out)
+    sheet = contact_sheet(tiles, cfg.cols, titles)
+    path = atomic_write(cfg.out, lambda f: Image.fromarray(sheet).save(f, format="PNG"),
+                        binary=True, what="contact sheet")
     print(f"wrote {path} ({len(ids)} frames of {ds.name}/{ds.split})")
     return path
 
@@ -84,6 +100,10 @@ class EpisodeStrips:
     """Number of held-out episodes rendered."""
     clicks: int = 6
     """Clicks per episode (the initial user click included)."""
+    overwrite: bool = False
+    """Replace the episode strips (``episode_*.png``) already in ``out``: the new ones are
+    written, then the old ones left over are deleted, so the folder shows one run. Without it
+    a folder holding strips is refused; other files in it are never touched."""
     device: DeviceConfig = field(default_factory=lambda: DeviceConfig("cpu"))
     """The CPU by default: a handful of episodes needs no GPU (--device auto uses one)."""
 
@@ -119,6 +139,14 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
     from ppo.factory import build_envs
     from ppo.policies import build_policy
 
+    old_strips = sorted(cfg.out.glob("episode_*.png")) if cfg.out.is_dir() else []
+    if cfg.out.exists() and not cfg.out.is_dir():
+        _refuse(f"--out {cfg.out} is a file; the episode strips go into a folder.")
+    if old_strips and not cfg.overwrite:
+        shown = ", ".join(p.name for p in old_strips[:4]) + (
+            f" and {len(old_strips) - 4} more" if len(old_strips) > 4 else "")
+        _refuse(f"{cfg.out} already holds episode strips ({shown}); pass --overwrite to replace "
+                "them, or --out <another folder>. Nothing was written.")
     device = cfg.device.resolve()
     if cfg.agent.checkpoint:
         ck = load_checkpoint(cfg.agent.checkpoint, map_location=device)
@@ -131,7 +159,8 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
         attach_prior(policy, envs.eval_env)
         clicker = ActionClicker("agent (PPO)", greedy_actor(policy))
     else:
-        tcfg = TrainConfig().replace(eval_images=cfg.episodes)
+        # The oracle reads the ground truth, not the observation: no mask prior to install.
+        tcfg = TrainConfig().replace(eval_images=cfg.episodes, obs_mask_prior=False)
         envs = build_envs(tcfg, device, train=False)
         clicker = OracleClicker()
     env, data = envs.eval_env, envs.eval_data
@@ -147,6 +176,8 @@ def render_episodes(cfg: EpisodeStrips) -> list[Path]:
         gt = env.gt[i].cpu().numpy()
         paths.append(_strip(image, gt, ep, cfg.out / f"episode_{data.ids[i]}.png",
                             f"{clicker.name} on {data.ids[i]}"))
+    for p in set(old_strips) - set(paths):  # --overwrite: no strip of an earlier run is left
+        p.unlink(missing_ok=True)
     print(f"wrote {len(paths)} episode strips to {cfg.out}")
     return paths
 
