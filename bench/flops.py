@@ -11,7 +11,7 @@
   storage is counted until the last Python tensor on it dies): an estimate of the block's
   transient memory that works on the CPU, where torch keeps no allocator statistics.
 * **Limits**: ``roofline`` turns FLOPs and bytes per item into the compute- and memory-bound
-  rates of a device. H200: 790 TFLOP/s bf16 dense (measured on large matmuls, issue #6),
+  rates of a device. H200: 790 TFLOP/s bf16 dense (measured on large matmuls),
   4.8 TB/s HBM3e (spec). One b+ decode is then bounded near 220k decodes/s by compute, and an
   eager decode moving ~300 MiB near 15k/s by memory.
 
@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 GPU_PEAKS = {
     # name fragment: (dense bf16 FLOP/s, memory bytes/s)
-    "H200": (790e12, 4.8e12),  # bf16: measured dense matmul (issue #6); HBM3e spec
+    "H200": (790e12, 4.8e12),  # bf16: measured dense matmul; HBM3e spec
     "H100": (790e12, 3.35e12),  # SXM; same tensor cores as H200, HBM3
     "A100": (312e12, 2.0e12),  # spec sheet (80 GB SXM)
 }

@@ -1,5 +1,5 @@
-"""Per-row cost of the env step against B, in interleaved rounds (issue 12's "per-row cost not
-rising with B").
+"""Per-row cost of the env step against B, in interleaved rounds: whether the cost of a
+row rises with B.
 
     OMP_NUM_THREADS=1 python -m bench.per_row_cost --segmenter weightfree --rounds 8
     OMP_NUM_THREADS=1 python -m bench.per_row_cost --segmenter sam2 --rounds 3   # ~3 minutes

@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# The whole GPU check in one call of at most 10 minutes on a fresh GPU machine (issue 12).
+# The whole GPU check in one call of at most 10 minutes on a fresh GPU machine.
 #
 # The machine has python3, torch (CUDA), numpy, pytest and pytest-benchmark and reaches no
-# package registry: the project's other dependencies travel as wheels in .whl/, which
-#   bash ../shared/device/wheels.sh        (or the same `pip download` list by hand)
-# fills here beforehand. Then, on the GPU machine, from the repository root:
+# package registry: the project's other dependencies travel as wheels in .whl/, filled
+# beforehand with `pip download` on a machine that reaches one. Then, on the GPU machine, from the repository root:
 #   bash scripts/gpu_check.sh
 # It installs the wheels into /tmp/site, runs `pytest -m gpu`, the GPU benchmark (SAM2 b+ with
 # random weights and the weight-free segmenter; B = 256 .. 16384; eager fp32, bf16 + compile,
 # CUDA graphs) and writes the reports (JSON + Markdown + log, with FLOP and bandwidth
-# accounting) under bench/results/ and a copy under $OUT (default bench/results/gpu_check/).
+# accounting) under bench-results/ and a copy under $OUT (default bench-results/gpu_check/).
 # Each phase has its own time limit, so a hang in one cannot eat the others' time.
 #
 # GPU_CHECK_DEVICE=cpu runs the same plumbing on a CPU (tiny plan) to check the script itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-bench/results/gpu_check}
+OUT=${OUT:-bench-results/gpu_check}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
@@ -63,7 +62,7 @@ else  # plumbing check on a CPU: the smallest cases only
     phase 600 bench_eager $PY -m scripts.bench --device cpu --no-slow --threads 1 \
         --paths bench/bench_env.py --select "weightfree and (baseline or 16)"
 fi
-cp bench/results/"$(date +%F)"_* "$OUT"/ 2>/dev/null
-say "reports: $(ls bench/results/"$(date +%F)"_* 2>/dev/null | tr '\n' ' ')"
+cp bench-results/"$(date +%F)"_* "$OUT"/ 2>/dev/null
+say "reports: $(ls bench-results/"$(date +%F)"_* 2>/dev/null | tr '\n' ' ')"
 say "done, status $status"
 exit $status

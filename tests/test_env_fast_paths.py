@@ -1,4 +1,4 @@
-"""Every fast path of the env step against its slow reference, bitwise (issue 12)."""
+"""Every fast path of the env step against its slow reference, bitwise."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Architecture counts of issue 11 (run from the repository root: ``python tools/arch_counts.py``).
+"""Architecture counts of the code base (run from the repository root: ``python tools/arch_counts.py``).
 
 - settings declared in more than one config dataclass (a dataclass named ``*Config`` or one of a
   command's tyro configs under ``scripts/``), by field name. A field whose annotation is a section
