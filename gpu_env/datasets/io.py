@@ -26,6 +26,9 @@ Conventions fixed here (and documented in the errors they raise):
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -56,6 +59,16 @@ def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()  # decode now: a truncated file must fail here, naming the file
+    except Image.DecompressionBombError as err:
+        # Pillow refuses to decode more than 2 x Image.MAX_IMAGE_PIXELS pixels (a file that
+        # claims a huge size could exhaust memory); say which file and what to do.
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        size = f" ({int(claimed.group(1)):,} pixels)" if claimed else ""
+        raise DatasetError(
+            f"{path} is too large to read{size}: Pillow refuses images over "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels, as decoding one could exhaust "
+            "memory. Downscale it (SAM2 works at 1024 x 1024) or remove it from the dataset."
+        ) from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DatasetError(f"cannot read {path}: {err}. Replace or remove the file.") from err
     return img
@@ -163,9 +176,11 @@ def list_images(folder: Path) -> dict[str, Path]:
     """
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if path.is_symlink():
+            _check_link(path)
+        if not path.is_file():
             continue
         if path.stem in found:
             raise DatasetError(
@@ -174,6 +189,22 @@ def list_images(folder: Path) -> dict[str, Path]:
             )
         found[path.stem] = path
     return found
+
+
+def _check_link(path: Path) -> None:
+    """Refuse an image-named symbolic link that cannot be followed (a loop, or a target that
+    does not exist): it would otherwise vanish from the dataset without a word."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            why = "loops (it leads back to itself through symbolic links)"
+        else:
+            why = f"points to {os.readlink(path)}, which does not exist"
+        raise DatasetError(
+            f"{path} is a symbolic link that {why}; it cannot be read as an image or mask. "
+            "Point it at the file or remove it."
+        ) from err
 
 
 def resize_images(images: Tensor, size: int) -> Tensor:
