@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import pickle
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ def _check_image_size(image_size: int | None) -> None:
     if not isinstance(image_size, int) or image_size < 64 or image_size % 32 != 0:
         raise SAM2LoadError(
             f"image_size={image_size!r} is not supported: Hiera needs a multiple of 32, >= 64 "
-            "(e.g. 128, 256, 512, 1024). Pass None to keep the config's 1024."
+            "(e.g. 128, 256, 512, 1024). Omit --sam2-image-size to keep the config's 1024."
         )
 
 
@@ -214,18 +215,26 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise SAM2LoadError(
             f"SAM2 checkpoint not found: {path}. Download the official file (e.g. "
-            "sam2.1_hiera_base_plus.pt) and pass its local path, or pass checkpoint=None for "
-            "random weights (tests and benchmarks only)."
+            "sam2.1_hiera_base_plus.pt) and pass its local path to --sam2-checkpoint, or omit "
+            "--sam2-checkpoint for random weights (tests and benchmarks only)."
         )
     if not path.is_file():
-        raise SAM2LoadError(f"SAM2 checkpoint path {path} is not a file; pass the .pt file itself")
+        raise SAM2LoadError(f"SAM2 checkpoint path {path} is not a file; pass the .pt file "
+                            "itself to --sam2-checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types (pickle, zip, weights-only unpickler)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler refused an object
         raise SAM2LoadError(
-            f"{path} is not a readable torch checkpoint ({type(e).__name__}: {str(e)[:200]}). "
-            "Expected an official SAM2 .pt file saved as {'model': state_dict}."
-        ) from e
+            f"{path} holds objects other than tensors and plain data ({_load_reason(e)}); such "
+            "a file is never unpickled, as that could run code from it. Pass the official SAM2 "
+            ".pt file (a dict {'model': state_dict} of tensors) to --sam2-checkpoint."
+        ) from None
+    except Exception as e:  # torch raises several types (zip, EOF, a text file's bytes)
+        raise SAM2LoadError(
+            f"{path} is not a readable torch checkpoint ({type(e).__name__}: {_load_reason(e)}); "
+            "it may be truncated or another kind of file. Pass the official SAM2 .pt file (a "
+            "dict {'model': state_dict} of tensors) to --sam2-checkpoint."
+        ) from None
     if not isinstance(obj, dict) or "model" not in obj or not isinstance(obj["model"], Mapping):
         what = f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) else type(obj).__name__
         hint = (
@@ -237,6 +246,22 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             f"{path} holds {what}, not the official SAM2 checkpoint format {{'model': state_dict}}.{hint}"
         )
     return dict(obj["model"])
+
+
+def _load_reason(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line, without PyTorch's advice on
+    loading the file unsafely (``weights_only=False``, safe globals): a checkpoint of unknown
+    origin must not get that advice."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+        text = text.split("Please use", 1)[0].split("Check the documentation", 1)[0]
+    elif "weights_only" in text:
+        return "it holds objects other than tensors and plain data"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    first = " ".join(lines[0].split()).rstrip(". ") if lines else type(err).__name__
+    return first[:200]
 
 
 def _check_keys(model: torch.nn.Module, sd: Mapping[str, Any], path: Path, config_name: str) -> None:
@@ -251,7 +276,8 @@ def _check_keys(model: torch.nn.Module, sd: Mapping[str, Any], path: Path, confi
         return
     likely = _likely_configs(sd)
     guess = (
-        f" Its key set and shapes match the shipped config(s) {likely}: pass config={likely[0]!r}."
+        f" Its key set and shapes match the shipped config(s) {', '.join(likely)}: pass "
+        f"--sam2-config {likely[0]}."
         if likely else " Its key set/shapes match none of the shipped SAM2 configs."
     )
     raise SAM2LoadError(
