@@ -22,8 +22,8 @@ import torch
 
 from ppo.checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["SAFE_TO_CHANGE", "ResumeError", "check_compatible", "config_differences",
-           "flatten_config", "load_for_resume"]
+__all__ = ["SAFE_TO_CHANGE", "ResumeError", "check_compatible", "check_steps_left",
+           "config_differences", "flatten_config", "load_for_resume"]
 
 SAFE_TO_CHANGE = frozenset({
     "total_timesteps",  # train longer (or shorter)
@@ -129,6 +129,24 @@ def _json_roundtrip(d: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d, sort_keys=True, default=str))
 
 
+def check_steps_left(counters: Mapping[str, Any], config: Any,
+                     checkpoint: str | os.PathLike) -> None:
+    """Raise ``ResumeError`` when the checkpoint has already trained every iteration that
+    ``config``'s ``--total-timesteps`` asks for: resuming would train nothing."""
+    ppo = getattr(config, "ppo", None)
+    if ppo is None:
+        return
+    done, steps = int(counters["iteration"]), int(counters["global_step"])
+    if done < ppo.num_iterations:
+        return
+    raise ResumeError(
+        f"nothing to train: {checkpoint} has trained {done} iteration(s) ({steps} env steps), and "
+        f"--total-timesteps {ppo.total_timesteps} asks for {ppo.num_iterations} iteration(s) of "
+        f"{ppo.batch_size} env steps (--num-envs x --num-steps). Pass --total-timesteps "
+        f"{steps + ppo.batch_size} or more to train longer, or evaluate the checkpoint with "
+        f"`sam2click-evaluate --checkpoint {checkpoint}`.")
+
+
 def load_for_resume(path: str | os.PathLike, config: Any,
                     map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
     """Load ``path`` for resuming a run of ``config`` (a config dataclass with ``to_dict``
@@ -151,4 +169,5 @@ def load_for_resume(path: str | os.PathLike, config: Any,
             f"cannot resume from {path}: its config cannot be read by this version "
             f"({err}); start a new run, or resume with the version that wrote it.") from err
     check_compatible(_json_roundtrip(saved), _json_roundtrip(config.to_dict()), path)
+    check_steps_left(state["counters"], config, path)
     return state

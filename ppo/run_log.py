@@ -65,14 +65,20 @@ def cut_progress(path: Path, iteration: int) -> int:
 class RunLog:
     """CSV (``progress.csv``, appended across resumes) and optional TensorBoard scalars."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool):
+    def __init__(self, run_dir: Path, tensorboard: bool, resumed_at: int = 0):
+        """``resumed_at``: the global step of the checkpoint a resumed run starts from. The
+        TensorBoard events an earlier (killed or longer) run logged after it are purged
+        (``SummaryWriter(purge_step=...)``), so that no step shows twice, as ``progress.csv``
+        is cut back (``cut_progress``)."""
         self.path = run_dir / "progress.csv"
         self.fields: list[str] | None = None
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+            # Steps > resumed_at will be logged again; the checkpoint's own step is not.
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tb"),
+                                        purge_step=resumed_at + 1 if resumed_at else None)
 
     def write(self, row: dict) -> None:
         if self.fields is None:

@@ -23,7 +23,7 @@ from gpu_env.env import ClickEnv
 from sam_batch.atomic_io import atomic_write
 from ppo import distributed as dist_utils
 from ppo.checkpoint import CheckpointKeeper, capture_generators, restore_generators
-from ppo.config import TrainConfig
+from ppo.config import PPOConfig, TrainConfig
 from ppo.factory import RunEnvs, build_envs, resolve_device, warn_slow_cpu_bf16
 from ppo.gae import compute_gae
 from ppo.loss import lr_at, make_ppo_loss, ppo_update
@@ -74,12 +74,28 @@ class CompiledStep:
         return getattr(self.env, name)
 
 
+def warn_partial_iteration(ppo: PPOConfig) -> str | None:
+    """Warn (and return the message) when ``--total-timesteps`` is not a whole number of
+    iterations: training runs whole iterations of ``num_envs x num_steps`` env steps, at least
+    one, so it would silently train more (or fewer) steps than asked."""
+    total, batch, iters = ppo.total_timesteps, ppo.batch_size, ppo.num_iterations
+    if total == iters * batch:
+        return None
+    what = "less than one iteration" if total < batch else "not a whole number of iterations"
+    msg = (f"--total-timesteps {total} is {what} of {batch} env steps (--num-envs {ppo.num_envs} "
+           f"x --num-steps {ppo.num_steps}): training runs {iters} iteration(s) = "
+           f"{iters * batch} env steps. Pass a multiple of {batch} to silence this.")
+    warnings.warn(msg, UserWarning, stacklevel=3)
+    return msg
+
+
 class Trainer:
     """One training run (see ``TrainConfig``); ``run()`` trains and returns the final stats."""
 
     def __init__(self, cfg: TrainConfig, envs: RunEnvs | None = None):
         cfg.validate()
         self.cfg = cfg
+        warn_partial_iteration(cfg.ppo)
         requested = resolve_device(cfg.run.device)
         self.ctx = dist_utils.context(requested)  # gloo for a CPU run even where CUDA exists
         self.device = dist_utils.device_for(self.ctx, requested)
@@ -321,7 +337,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
             atomic_write(self.run_dir / "config.json", lambda f: f.write(text), what="run config")
-        log = RunLog(self.run_dir, cfg.run.tensorboard) if rank0 else None
+        log = RunLog(self.run_dir, cfg.run.tensorboard, resumed_at=self.global_step) if rank0 else None
         if self.iteration == 0:  # not again on resume; a no-op without a prior or steps
             self.pretrain_prior()
         if cfg.ppo.bc_steps and self.iteration == 0:  # not again on resume
