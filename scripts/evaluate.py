@@ -118,7 +118,14 @@ def evaluate(args: EvaluateConfig) -> int:
     curves = evaluate_agent(envs.eval_env, envs.eval_data, policy, num_clicks=ep.num_clicks,
                             batch_size=ep.batch_size, seed=ep.seed, baselines=args.baselines)
     meta = {"checkpoint": str(path), "config": cfg.to_dict(), "num_clicks": ep.num_clicks}
-    print(report(curves, out, meta, table_clicks=cfg.env.max_clicks))
+    try:
+        table = report(curves, out, meta, table_clicks=cfg.env.max_clicks)
+    except DiskFullError as err:
+        # Some result files may be written already, and a folder holding results is refused.
+        raise DiskFullError(err.errno, f"{err.strerror} The results in {out} are incomplete: "
+                                       "after freeing space, re-run the same command with "
+                                       "--overwrite (or with --out <another folder>).") from err
+    print(table)
     print(f"\nresults written to {out}")
     return 0
 
