@@ -46,10 +46,11 @@ def agent_curves(env: ClickEnv, dataset: SegDataset, policy: torch.nn.Module, *,
 def evaluate_agent(env: ClickEnv, dataset: SegDataset, policy: torch.nn.Module | None, *,
                    num_clicks: int = 20, batch_size: int = 64, seed: int = 0,
                    baselines: bool = True, record: int = 0, progress: bool = True,
-                   agent_name: str = "agent (PPO)") -> list[Curves]:
+                   agent_name: str = "agent (PPO)", learned_clicker: bool = True) -> list[Curves]:
     """Curves for the agent (if given) and the baselines: RITM oracle (pixel-exact and snapped
-    to the grid), the learned clicker (when the env has a mask prior installed), no further
-    clicks, random clicks, on every image of ``dataset`` in order."""
+    to the grid), the learned clicker (when the env has a mask prior installed and
+    ``learned_clicker``: False when that prior was never trained, ``--prior-steps 0``), no
+    further clicks, random clicks, on every image of ``dataset`` in order."""
     ids = torch.arange(len(dataset), device=env.device)
     run = lambda clicker, name=None: evaluate_clicker(
         env, dataset, clicker, ids, num_clicks=num_clicks, batch_size=batch_size,
@@ -61,7 +62,7 @@ def evaluate_agent(env: ClickEnv, dataset: SegDataset, policy: torch.nn.Module |
     if baselines:
         curves.append(run(OracleClicker(grid=False)))
         curves.append(run(OracleClicker(grid=True)))
-        if env.mask_prior is not None:
+        if env.mask_prior is not None and learned_clicker:
             curves.append(run(PriorClicker()))
         curves.append(run(None))
         curves.append(run(RandomClicker(seed=seed, device=env.device)))

@@ -27,7 +27,7 @@ from ppo.config import PPOConfig, TrainConfig
 from ppo.factory import RunEnvs, build_envs, resolve_device, warn_slow_cpu_bf16
 from ppo.gae import compute_gae
 from ppo.loss import lr_at, make_ppo_loss, ppo_update
-from ppo.prior import attach_prior, pretrain_prior
+from ppo.prior import attach_prior, policy_prior, pretrain_prior
 from ppo.policies import STATE_VALUE, ActorCritic, build_policy, make_actor_critic
 from ppo.resume import ResumeError, load_for_resume
 from ppo.rollout import EpisodeStats, allocate_buffer, collect, shared_phase
@@ -72,6 +72,14 @@ class CompiledStep:
 
     def __getattr__(self, name: str):
         return getattr(self.env, name)
+
+
+UNTRAINED_PRIOR = (
+    "--prior-steps 0: the mask prior stays untrained (random weights), so the agent's mask "
+    "prior input and prior_click map carry no information, and the learned clicker baseline is "
+    "left out of the tables. Pass --prior-steps N (N > 0) to train it, or --no-mask-prior to "
+    "train the agent without one.")
+"""The warning of a run whose policy reads a mask prior that is never trained."""
 
 
 def warn_partial_iteration(ppo: PPOConfig) -> str | None:
@@ -119,6 +127,8 @@ class Trainer:
         self.policy = build_policy(cfg.policy, cfg.env, cfg.run.seed, self.device)
         dist_utils.broadcast_parameters(self.ctx, self.policy)
         self.attach_prior()  # the untrained prior's maps until pre-training (or a resume)
+        if policy_prior(self.policy) is not None and cfg.policy.prior_steps == 0 and resumed is None:
+            warnings.warn(UNTRAINED_PRIOR, UserWarning, stacklevel=2)
         # Sampling and minibatch order: one generator per rank, seeded from (seed, rank).
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(dist_utils.rank_seed(cfg.run.seed, self.ctx))

@@ -116,7 +116,8 @@ def evaluate(args: EvaluateConfig) -> int:
     attach_prior(policy, envs.eval_env)  # the agent's mask prior, and the learned clicker's
     ep = args.episodes
     curves = evaluate_agent(envs.eval_env, envs.eval_data, policy, num_clicks=ep.num_clicks,
-                            batch_size=ep.batch_size, seed=ep.seed, baselines=args.baselines)
+                            batch_size=ep.batch_size, seed=ep.seed, baselines=args.baselines,
+                            learned_clicker=cfg.policy.prior_steps > 0)  # else an untrained net
     meta = {"checkpoint": str(path), "config": cfg.to_dict(), "num_clicks": ep.num_clicks}
     try:
         table = report(curves, out, meta, table_clicks=cfg.env.max_clicks)

@@ -59,7 +59,8 @@ def evaluate_run(trainer: Trainer) -> Path:
     cfg = trainer.cfg
     curves = evaluate_agent(trainer.envs.eval_env, trainer.envs.eval_data, trainer.policy,
                             num_clicks=cfg.run.eval_clicks, seed=cfg.run.seed,
-                            progress=cfg.run.progress)
+                            progress=cfg.run.progress,
+                            learned_clicker=cfg.policy.prior_steps > 0)
     meta = {"config": cfg.to_dict(), "checkpoint": str(trainer.keeper.last),
             "training": trainer.last_logged, "mask_prior": trainer.prior_stats,
             "eval_split": cfg.data.eval_split,
