@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     segmenter = build_segmenter(seg, data.images, device, image_ids=data.ids,
                                 split=cfg.data.eval_split, progress=True,
                                 originals=lambda: [data.load_original(i)[0]
-                                                   for i in range(len(data))])
+                                                   for i in range(len(data))],
+                                load_original=lambda i: data.load_original(i)[0])
     if seg.kind == "weightfree":
         label = "weight-free geodesic segmenter"
     else:
