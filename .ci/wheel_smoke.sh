@@ -12,9 +12,10 @@ trap 'rm -rf "$work"' EXIT
 export SAM2_BUILD_CUDA=0 PIP_CONSTRAINT="$repo/constraints/cpu.txt"
 step() { echo; echo "=== $*"; }
 
-# new untracked or ignored files of the checkout (a command that writes into it by default)
+# new untracked or ignored files of the checkout (a command that writes into it by default);
+# the wheel build's own build/ and egg-info are not a command's
 new_files() { (cd "$repo" && git status --porcelain --ignored --untracked-files=all \
-               | awk '/^(\?\?|!!) / && !/\.venv\/|__pycache__|\.egg-info\//' | sort); }
+               | awk '/^(\?\?|!!) / && !/\.venv\/|__pycache__|\.egg-info\/|^!! build\//' | sort); }
 new_files > "$work/before"
 step "build the wheel"
 "$python" -m venv "$work/build-venv"
