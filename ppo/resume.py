@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -131,19 +132,26 @@ def _json_roundtrip(d: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_steps_left(counters: Mapping[str, Any], config: Any,
                      checkpoint: str | os.PathLike) -> None:
-    """Raise ``ResumeError`` when the checkpoint has already trained every iteration that
-    ``config``'s ``--total-timesteps`` asks for: resuming would train nothing."""
+    """Say what a resume trains when ``config``'s ``--total-timesteps`` leaves nothing to train:
+    a checkpoint past it is refused (``ResumeError``: it would silently train nothing and keep
+    more iterations than asked); one exactly at it (a finished run, resumed to evaluate it
+    again, as ``sam2click-seeds`` does for a seed interrupted during its evaluation) warns."""
     ppo = getattr(config, "ppo", None)
     if ppo is None:
         return
     done, steps = int(counters["iteration"]), int(counters["global_step"])
     if done < ppo.num_iterations:
         return
+    asked = (f"--total-timesteps {ppo.total_timesteps} asks for {ppo.num_iterations} iteration(s) "
+             f"of {ppo.batch_size} env steps (--num-envs x --num-steps)")
+    longer = f"pass --total-timesteps {steps + ppo.batch_size} or more to train longer"
+    if done == ppo.num_iterations:
+        warnings.warn(f"nothing to train: {checkpoint} has trained all {done} iteration(s) that "
+                      f"{asked}; only the evaluation runs ({longer}).", UserWarning, stacklevel=3)
+        return
     raise ResumeError(
-        f"nothing to train: {checkpoint} has trained {done} iteration(s) ({steps} env steps), and "
-        f"--total-timesteps {ppo.total_timesteps} asks for {ppo.num_iterations} iteration(s) of "
-        f"{ppo.batch_size} env steps (--num-envs x --num-steps). Pass --total-timesteps "
-        f"{steps + ppo.batch_size} or more to train longer, or evaluate the checkpoint with "
+        f"nothing to train: {checkpoint} has trained {done} iteration(s) ({steps} env steps), "
+        f"more than {asked}. To train longer, {longer}; to evaluate it, run "
         f"`sam2click-evaluate --checkpoint {checkpoint}`.")
 
 

@@ -12,8 +12,12 @@ from tests.test_run_safety import copy_run, finished, full_disk  # noqa: F401  (
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name the fd")
 def test_a_full_disk_while_writing_results_says_to_rerun_with_overwrite(finished, tmp_path,  # noqa: F811
-                                                                        full_disk):  # noqa: F811
+                                                                        full_disk,  # noqa: F811
+                                                                        monkeypatch):
     from scripts import evaluate
+
+    # The command's process-wide allocator choice would outlive this test in the test process.
+    monkeypatch.setattr(evaluate, "keep_freed_memory", lambda: False)
 
     run = copy_run(finished, tmp_path)
     argv = ["--checkpoint", str(run / "last.pt"), "--num-clicks", "3", "--device", "cpu",

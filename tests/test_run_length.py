@@ -46,16 +46,30 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "run"
 
 
-@pytest.mark.parametrize("total", [36, 24])
-def test_resume_with_nothing_left_to_train_is_refused(finished: Path, total: int) -> None:
-    cfg = tiny(finished.parent, "run", total_timesteps=total, tensorboard=True,
-               checkpoint_every=2, keep_checkpoints=4, resume=str(finished / "last.pt"))
+def _resume(finished: Path, total: int):
+    return tiny(finished.parent, "run", total_timesteps=total, tensorboard=True,
+                checkpoint_every=2, keep_checkpoints=4, resume=str(finished / "last.pt"))
+
+
+def test_resume_past_total_timesteps_is_refused(finished: Path) -> None:
     with pytest.raises(ResumeError, match=r"nothing to train: .*last\.pt has trained 3 "
-                                          r"iteration\(s\) \(36 env steps\).*--total-timesteps "
-                                          rf"{total} asks for {total // 12} iteration.*Pass "
+                                          r"iteration\(s\) \(36 env steps\), more than "
+                                          r"--total-timesteps 24 asks for 2 iteration.*pass "
                                           r"--total-timesteps 48 or more.*sam2click-evaluate "
                                           r"--checkpoint"):
-        Trainer(cfg)
+        Trainer(_resume(finished, 24))
+
+
+def test_resume_of_a_finished_run_says_it_only_evaluates(finished: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    cfg = tiny(tmp_path, "run", total_timesteps=36, tensorboard=True, checkpoint_every=2,
+               keep_checkpoints=4, resume=str(run / "last.pt"))
+    with pytest.warns(UserWarning, match=r"nothing to train: .*has trained all 3 iteration\(s\).*"
+                                         r"only the evaluation runs"):
+        trainer = Trainer(cfg)
+    trainer.run()
+    assert trainer.iteration == 3
 
 
 def test_tensorboard_after_resume_shows_each_step_once(finished: Path, tmp_path: Path) -> None:
