@@ -27,7 +27,7 @@ from torch import Tensor
 from bench.cases import plan
 from bench.measure import PeakMemory, random_actions, sync
 from references.prototype_baseline import run_episodes
-from gpu_env.config import OBS
+from gpu_env.obs_spec import OBS
 from gpu_env.env import ClickEnv
 
 StepFn = Callable[[TensorDict, Tensor], tuple[TensorDict, TensorDict, TensorDict]]

@@ -20,7 +20,8 @@ import gymnasium
 import numpy as np
 import torch
 
-from gpu_env.config import OBS, PROTOTYPE_ENV
+from gpu_env.obs_spec import OBS
+from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
 from gpu_env.rng import SEED_LIMIT, check_seed

@@ -7,24 +7,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-# Observation / state keys, shared by the env, the TorchRL wrapper and the policies.
-OBS = "observation"  # [B, 6, S, S] float: RGB in [0,1], binary mask, fg heatmap, bg heatmap
-SAM_PROB = "sam_prob"  # [B, 1, S, S] float: sigmoid of the segmenter's logits (optional)
-IMAGE_EMBEDDING = "image_embedding"  # [B, C, h, w]: cached SAM2 image embedding (optional)
-MASK_PRIOR = "mask_prior"  # [B, 1, S, S] float: a learned image-only mask probability (optional)
-PRIOR_CLICK = "prior_click"  # [B, 2, G, G] float: RITM's click distance on the mask prior (optional)
-GT_ERROR = "gt_error"  # [B, 2, S, S] float: false-negative, false-positive maps (simulated user)
-ACTION_MASK = "action_mask"  # [B, 2 * grid**2] bool: True = action allowed (optional)
-
-WITHOUT_FLAGS = {SAM_PROB: "--no-obs-sam-prob", IMAGE_EMBEDDING: "--no-obs-image-embedding",
-                 MASK_PRIOR: "--no-mask-prior", PRIOR_CLICK: "--no-obs-prior-click",
-                 GT_ERROR: "--mode auto", ACTION_MASK: "--no-action-mask"}
-"""The flag that removes each optional observation key (for messages that refuse a key)."""
-
-
-def flag_without(key: str) -> str:
-    """The training flag that removes the optional observation key ``key``."""
-    return WITHOUT_FLAGS[key]
+from gpu_env.obs_spec import observation_keys
 
 
 @dataclass(frozen=True)
@@ -81,13 +64,8 @@ class EnvConfig:
 
     @property
     def observation_keys(self) -> tuple[str, ...]:
-        """The observation's keys, in order: the one definition that ``ClickEnv.observe``, the
-        TorchRL specs (``gpu_env.torchrl_env``) and the policy's inputs
-        (``ppo.policies.build_policy``) follow."""
-        optional = ((SAM_PROB, self.obs_sam_prob), (IMAGE_EMBEDDING, self.obs_image_embedding),
-                    (MASK_PRIOR, self.obs_mask_prior), (PRIOR_CLICK, self.obs_prior_click and self.obs_mask_prior),
-                    (GT_ERROR, self.mode == "simulated_user"), (ACTION_MASK, self.action_mask))
-        return (OBS, *(key for key, on in optional if on))
+        """The observation's keys, in order (``gpu_env.obs_spec.OBSERVATION`` declares each)."""
+        return observation_keys(self)
 
     @property
     def num_actions(self) -> int:

@@ -36,8 +36,8 @@ from torch import Tensor
 
 from gpu_env import observation as O
 from gpu_env import oracle, rng
-from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
-                            SAM_PROB, EnvConfig, PROTOTYPE_ENV)
+from gpu_env.obs_spec import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK, SAM_PROB
+from gpu_env.config import EnvConfig
 from gpu_env.datasets.base import SegDataset
 from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
@@ -55,7 +55,8 @@ class ClickEnv:
       segmenter: the batched SAM2 decoder or the weight-free stand-in; its images must be the
         dataset's images in the same order.
       dataset: images and GT masks (moved to the segmenter's device).
-      config: episode semantics (docs/design.md).
+      config: episode semantics and observed keys (docs/design.md); the default is the
+        training run's (``EnvConfig()``), whose ``mask_prior`` key needs ``set_mask_prior``.
       image_pool: optional subset of dataset indices that resets draw from (default: all).
       init_chunk: batch size used to precompute the per-image initial episode.
       row_chunk: ``step``/``step_autoreset``/``observe``/``reset`` process at most this many rows
@@ -65,7 +66,7 @@ class ClickEnv:
         every step; the whole batch otherwise). A multiple of the segmenter's CPU chunk (16/4).
     """
 
-    def __init__(self, segmenter: Segmenter, dataset: SegDataset, config: EnvConfig = PROTOTYPE_ENV,
+    def __init__(self, segmenter: Segmenter, dataset: SegDataset, config: EnvConfig = EnvConfig(),
                  *, image_pool: Tensor | None = None, init_chunk: int = 256,
                  row_chunk: int | None = None):
         if segmenter.num_images != len(dataset):
@@ -336,42 +337,56 @@ class ClickEnv:
 
     @by_rows
     def observe(self, state: TensorDict) -> TensorDict:
-        """The observation TensorDict: ``observation [B, 6, S, S]`` plus the optional keys
-        of ``config.observation_keys``, in that order."""
-        cfg = self.config
-        S = cfg.obs_size
+        """The observation TensorDict: the keys of ``config.observation_keys`` in that order
+        (``gpu_env.obs_spec`` declares each key's shape, dtype and meaning; ``OBSERVERS`` maps
+        each to the method computing it)."""
         ids = state["image_id"]
-        keys = cfg.observation_keys
-        obs = {OBS: O.six_channels(self.rgb[ids], state["mask"], state["heat"])}
-        if SAM_PROB in keys:
-            obs[SAM_PROB] = O.resize_prob(state["logits"], S)
-        if IMAGE_EMBEDDING in keys:
-            emb = self.segmenter.image_embedding(ids)
-            if emb is None:
-                raise ValueError(
-                    "obs_image_embedding=True needs a segmenter with cached SAM2 image "
-                    "embeddings; the weight-free segmenter has none. Turn the option off."
-                )
-            obs[IMAGE_EMBEDDING] = emb
-        if MASK_PRIOR in keys:
-            if self.mask_prior is None:
-                raise ValueError(
-                    "obs_mask_prior=True but no mask prior is installed: call "
-                    "env.set_mask_prior(probs) first (ppo.prior.attach_prior does it for a policy "
-                    "that owns a MaskPrior), or turn the option off."
-                )
-            obs[MASK_PRIOR] = self.mask_prior[ids]
-        if PRIOR_CLICK in keys:  # only with MASK_PRIOR, whose check above covers a missing prior
-            obs[PRIOR_CLICK] = prior_click_distance(self.mask_prior[ids], state["mask"],
-                                                    cfg.grid_size)
-        if GT_ERROR in keys:
-            gt = self.gt[ids]
-            fn = O.resize_mask(gt & ~state["mask"], S)
-            fp = O.resize_mask(~gt & state["mask"], S)
-            obs[GT_ERROR] = torch.stack((fn, fp), dim=1)
-        if ACTION_MASK in keys:
-            obs[ACTION_MASK] = self.action_mask(state)
+        obs = {key: self.OBSERVERS[key](self, state, ids) for key in self.config.observation_keys}
         return TensorDict(obs, batch_size=state.batch_size, device=self.device)
+
+    def _planes(self, state: TensorDict, ids: Tensor) -> Tensor:
+        return O.six_channels(self.rgb[ids], state["mask"], state["heat"])
+
+    def _sam_prob(self, state: TensorDict, ids: Tensor) -> Tensor:
+        return O.resize_prob(state["logits"], self.config.obs_size)
+
+    def _image_embedding(self, state: TensorDict, ids: Tensor) -> Tensor:
+        emb = self.segmenter.image_embedding(ids)
+        if emb is None:
+            raise ValueError(
+                "obs_image_embedding=True needs a segmenter with cached SAM2 image "
+                "embeddings; the weight-free segmenter has none. Turn the option off."
+            )
+        return emb
+
+    def _mask_prior(self, state: TensorDict, ids: Tensor) -> Tensor:
+        if self.mask_prior is None:
+            raise ValueError(
+                "obs_mask_prior=True but no mask prior is installed: call "
+                "env.set_mask_prior(probs) first (gpu_env.make installs one; "
+                "ppo.prior.attach_prior does it for a policy that owns a MaskPrior), or turn the "
+                "option off (obs_mask_prior=False)."
+            )
+        return self.mask_prior[ids]
+
+    def _prior_click(self, state: TensorDict, ids: Tensor) -> Tensor:
+        # observed only with the mask prior, whose check covers a missing prior
+        return prior_click_distance(self._mask_prior(state, ids), state["mask"],
+                                    self.config.grid_size)
+
+    def _gt_error(self, state: TensorDict, ids: Tensor) -> Tensor:
+        gt, S = self.gt[ids], self.config.obs_size
+        fn = O.resize_mask(gt & ~state["mask"], S)
+        fp = O.resize_mask(~gt & state["mask"], S)
+        return torch.stack((fn, fp), dim=1)
+
+    def _action_mask(self, state: TensorDict, ids: Tensor) -> Tensor:
+        return self.action_mask(state)
+
+    OBSERVERS = {OBS: _planes, SAM_PROB: _sam_prob, IMAGE_EMBEDDING: _image_embedding,
+                 MASK_PRIOR: _mask_prior, PRIOR_CLICK: _prior_click, GT_ERROR: _gt_error,
+                 ACTION_MASK: _action_mask}
+    """The method computing each observation key (``gpu_env.obs_spec.OBSERVATION``)."""
 
     # ------------------------------------------------------------------ validation
     def validate_action(self, action: Tensor, batch_size: int) -> Tensor:

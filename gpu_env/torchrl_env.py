@@ -12,9 +12,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
-                            SAM_PROB)
 from gpu_env.env import ClickEnv
+from gpu_env.obs_spec import ObsField, env_fields
 
 
 class SAM2ClickTorchRLEnv(EnvBase):
@@ -36,36 +35,10 @@ class SAM2ClickTorchRLEnv(EnvBase):
         self.validate_actions = validate_actions
         self._seed = int(seed)
         cfg = env.config
-        B, S = batch_size, cfg.obs_size
-        keys = cfg.observation_keys  # the env's keys, in its order
-        obs = {
-            OBS: Bounded(0.0, 1.0, shape=(B, 6, S, S), dtype=torch.float32, device=self.device),
-            "dice": Bounded(0.0, 1.0, shape=(B,), dtype=torch.float32, device=self.device),
-            "boundary": Bounded(0.0, 1.0, shape=(B,), dtype=torch.float32, device=self.device),
-        }
-        if SAM_PROB in keys:
-            obs[SAM_PROB] = Bounded(0.0, 1.0, shape=(B, 1, S, S), dtype=torch.float32,
-                                    device=self.device)
-        if MASK_PRIOR in keys:
-            obs[MASK_PRIOR] = Bounded(0.0, 1.0, shape=(B, 1, S, S), dtype=torch.float32,
-                                      device=self.device)
-        if PRIOR_CLICK in keys:
-            G = cfg.grid_size
-            obs[PRIOR_CLICK] = Bounded(0.0, float(G), shape=(B, 2, G, G), dtype=torch.float32,
-                                       device=self.device)
-        if IMAGE_EMBEDDING in keys:
-            emb = env.segmenter.image_embedding(torch.zeros(1, dtype=torch.long, device=self.device))
-            if emb is None:
-                raise ValueError("obs_image_embedding=True needs a SAM2 segmenter with cached "
-                                 "image embeddings.")
-            obs[IMAGE_EMBEDDING] = Unbounded(shape=(B, *emb.shape[1:]), dtype=emb.dtype,
-                                             device=self.device)
-        if GT_ERROR in keys:
-            obs[GT_ERROR] = Bounded(0.0, 1.0, shape=(B, 2, S, S), dtype=torch.float32,
-                                    device=self.device)
-        if ACTION_MASK in keys:
-            obs[ACTION_MASK] = Categorical(2, shape=(B, cfg.num_actions), dtype=torch.bool,
-                                           device=self.device)
+        B = batch_size
+        obs = {field.name: _spec(field, B, self.device) for field in env_fields(env)}
+        obs["dice"] = Bounded(0.0, 1.0, shape=(B,), dtype=torch.float32, device=self.device)
+        obs["boundary"] = Bounded(0.0, 1.0, shape=(B,), dtype=torch.float32, device=self.device)
         self.observation_spec = Composite(obs, shape=(B,), device=self.device)
         self.action_spec = Categorical(cfg.num_actions, shape=(B,), dtype=torch.int64,
                                        device=self.device)
@@ -138,3 +111,13 @@ class SAM2ClickTorchRLEnv(EnvBase):
         never used). Takes effect at the next reset."""
         self._seed = 0 if seed is None else int(seed)
         self._state = self.env.initial_state(self.batch_size[0], self._seed)
+
+
+def _spec(field: ObsField, B: int, device: torch.device):
+    """The TorchRL spec of one observation entry for ``B`` episodes."""
+    shape = (B, *field.shape)
+    if field.entry.role == "mask":
+        return Categorical(2, shape=shape, dtype=torch.bool, device=device)
+    if field.low == float("-inf"):
+        return Unbounded(shape=shape, dtype=field.dtype, device=device)
+    return Bounded(field.low, field.high, shape=shape, dtype=field.dtype, device=device)

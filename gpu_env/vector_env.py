@@ -27,7 +27,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from gpu_env.compat import _as_dataset, _env_config, _segmenter, render_rgb
-from gpu_env.config import OBS
+from gpu_env.obs_spec import OBS
 from gpu_env.env import ClickEnv
 from gpu_env.rng import SEED_LIMIT, check_seed
 

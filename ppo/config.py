@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
-                            SAM_PROB, EnvConfig, flag_without)
+from gpu_env.obs_spec import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK, SAM_PROB, entry
+from gpu_env.config import EnvConfig
 from gpu_env.datasets.config import DataConfig
 from ppo.command_options import DeviceConfig, OverwriteConfig, ProgressConfig
 from sam_batch.config import SegmenterConfig
@@ -230,7 +230,7 @@ class TrainConfig:
         if refused:
             raise ValueError(
                 f"policy={self.policy.kind!r} has no input for the observation key(s) "
-                f"{', '.join(refused)} that the env settings add; pass {flag_without(refused[0])} "
+                f"{', '.join(refused)} that the env settings add; pass {entry(refused[0]).without_flag} "
                 f"(or --policy spatial, which reads every key).")
         if self.policy.prior_steps < 0:
             raise ValueError(f"prior_steps must be >= 0, got {self.policy.prior_steps}.")
@@ -238,7 +238,7 @@ class TrainConfig:
             raise ValueError(
                 f"the {IMAGE_EMBEDDING} observation key needs segmenter='sam2' (SAM2's cached "
                 f"image embedding), got segmenter={self.segmenter.kind!r}; pass --segmenter sam2 "
-                f"or {flag_without(IMAGE_EMBEDDING)}.")
+                f"or {entry(IMAGE_EMBEDDING).without_flag}.")
 
     @classmethod
     def from_cli(cls, args: list[str] | None = None, description: str | None = None) -> "TrainConfig":

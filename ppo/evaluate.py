@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict
 
-from gpu_env.config import ACTION_MASK
+from gpu_env.obs_spec import ACTION_MASK
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
 from gpu_env.evaluation import (ActionClicker, Curves, OracleClicker, PriorClicker, RandomClicker,

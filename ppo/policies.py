@@ -26,12 +26,12 @@ from tensordict.nn import InteractionType, TensorDictModule, TensorDictSequentia
 from torch import Tensor, nn
 from torchrl.modules import ProbabilisticActor, ValueOperator
 
-from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
-                            SAM_PROB, EnvConfig)
+from gpu_env.obs_spec import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK, entry
+from gpu_env.config import EnvConfig
 from gpu_env.edt import squared_edt
 from ppo.distributions import GeneratorCategorical
 from ppo.config import PolicyConfig
-from ppo.prior import MaskPrior
+from gpu_env.mask_prior import MaskPrior
 
 __all__ = [
     "LOGITS",
@@ -103,17 +103,14 @@ class ProtoCNN(nn.Module):
     On 6x128x128 with 2048 actions this has 5,852,321 parameters (the 9216 x 512 linear
     layer alone is 4.7M).
 
-    Reads ``observation [B, 6, S, S]``; with ``use_gt_error`` also ``gt_error [B, 2, S, S]``
-    (concatenated: 8 channels). Other observation entries are ignored.
+    Reads ``observation [B, 6, S, S]``; where ``env`` observes ``gt_error`` (simulated user)
+    also ``gt_error [B, 2, S, S]`` (concatenated: 8 channels). Other observation entries are
+    ignored. Sizes follow ``env`` (default: the training run's ``EnvConfig()``).
     """
 
-    def __init__(
-        self,
-        num_actions: int = 2048,
-        obs_size: int = 128,
-        features_dim: int = 512,
-        use_gt_error: bool = False,
-    ) -> None:
+    def __init__(self, env: EnvConfig = EnvConfig(), features_dim: int = 512) -> None:
+        num_actions, obs_size = env.num_actions, env.obs_size
+        use_gt_error = GT_ERROR in env.observation_keys
         super().__init__()
         side = ((obs_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
         if side < 1:
@@ -153,71 +150,61 @@ class SpatialPolicy(nn.Module):
     grid). Policy head: 1x1 conv to 2 channels (fg, bg), flattened label-major, which is
     exactly the action coding. Value head: global mean and max pooling -> MLP -> 1.
 
-    Inputs (``in_keys``): ``observation`` always; ``sam_prob`` ``[B, 1, S, S]`` if
-    ``use_sam_prob``; ``mask_prior`` ``[B, 1, S, S]`` if ``use_mask_prior`` (three planes: the
-    prior p and the predicted error maps ``p * (1 - mask)`` and ``(1 - p) * mask``; the policy
-    then owns the ``MaskPrior`` network as ``self.prior``, frozen: its maps are computed once per
-    image by ``ppo.prior.attach_prior``, not in this forward); ``gt_error`` ``[B, 2, S, S]`` if ``use_gt_error``; ``image_embedding``
-    ``[B, 256, 64, 64]`` (any float dtype) if ``use_image_embedding``.
-    56,051 parameters at the constructor's defaults (width 32), 213,347 at width 64. These
-    defaults are the network's alone: a training run builds it through ``build_policy`` from its
-    ``PolicyConfig`` and ``EnvConfig`` (width 16, patch stem, ``sam_prob`` and ``mask_prior``
-    inputs: 16,387 trained parameters beside the frozen 488,001-parameter prior).
+    Inputs (``in_keys``) follow ``env``'s observation keys (``gpu_env.obs_spec``): the image-like
+    ``planes`` entries (``observation``, ``sam_prob``, ``mask_prior``, ``gt_error``) stacked at
+    the observation size, ``mask_prior`` as three planes (the prior p and the predicted error
+    maps ``p * (1 - mask)`` and ``(1 - p) * mask``; the policy then owns the ``MaskPrior``
+    network as ``self.prior``, frozen: its maps are computed once per image by
+    ``ppo.prior.attach_prior``, not in this forward); ``prior_click`` at grid resolution beside
+    the stem's output; ``image_embedding`` (any float dtype) through its projection.
+    Sizes and widths follow ``env`` and ``policy``; the defaults are the training run's
+    (``EnvConfig()``, ``PolicyConfig()``: width 16, patch stem, ``sam_prob``, ``mask_prior`` and
+    ``prior_click`` inputs), exactly the network ``build_policy`` builds for a default run.
     """
 
     def __init__(
         self,
-        grid_size: int = 32,
-        obs_size: int = 128,
-        width: int = 32,
+        env: EnvConfig = EnvConfig(),
+        policy: PolicyConfig = PolicyConfig(),
+        *,
         dilations: tuple[int, ...] = (1, 2, 4, 8, 1),
         value_hidden: int = 64,
-        use_sam_prob: bool = False,
-        use_gt_error: bool = False,
-        use_image_embedding: bool = False,
         embedding_channels: int = 256,
         embedding_proj: int = 16,
-        patch_stem: bool = False,
-        use_mask_prior: bool = False,
-        prior_width: int = 16,
-        prior_distance: bool = False,
-        use_prior_click: bool = False,
-        prior_click_scale: float = 0.0,
     ) -> None:
         super().__init__()
+        grid_size, obs_size, width = env.grid_size, env.obs_size, policy.width
         if obs_size < 4 or grid_size < 1 or width < 2:
             raise ValueError(
                 f"need obs_size >= 4, grid_size >= 1, width >= 2; "
                 f"got {obs_size}, {grid_size}, {width}"
             )
+        keys = env.observation_keys
+        use_mask_prior = MASK_PRIOR in keys
+        use_image_embedding = IMAGE_EMBEDDING in keys
+        use_prior_click = PRIOR_CLICK in keys
         self.grid_size = grid_size
         self.obs_size = obs_size
         self.num_actions = 2 * grid_size * grid_size
-        self.use_sam_prob = use_sam_prob
-        self.use_gt_error = use_gt_error
+        # Image-like planes at the observation size, stacked in observation order (obs_spec).
+        self.plane_inputs = tuple((e.name, e.channels) for e in map(entry, keys) if e.role == "planes")
         self.use_image_embedding = use_image_embedding
         self.use_mask_prior = use_mask_prior
-        self.prior_distance = prior_distance and use_mask_prior
+        self.prior_distance = policy.prior_distance and use_mask_prior
         self.use_prior_click = use_prior_click
         # The residual policy's bias: logits = beta * prior_click + trunk logits, beta learned.
         # At init the trunk's logits are ~0 (policy-head gain 0.01), so the greedy action is the
         # cell of RITM's click on the mask prior, the learned clicker's choice.
-        self.prior_click_scale = (nn.Parameter(torch.tensor(float(prior_click_scale)))
-                                  if use_prior_click and prior_click_scale else None)
+        self.prior_click_scale = (nn.Parameter(torch.tensor(float(policy.prior_click_scale)))
+                                  if use_prior_click and policy.prior_click_scale else None)
         self.embedding_channels = embedding_channels
         self.prior = None
         if use_mask_prior:
-            self.prior = MaskPrior(width=prior_width).requires_grad_(False)
-        self.in_keys = (
-            [OBS]
-            + ([SAM_PROB] if use_sam_prob else [])
-            + ([MASK_PRIOR] if use_mask_prior else [])
-            + ([PRIOR_CLICK] if use_prior_click else [])
-            + ([GT_ERROR] if use_gt_error else [])
-            + ([IMAGE_EMBEDDING] if use_image_embedding else [])
-        )
-        in_channels = 6 + int(use_sam_prob) + 2 * int(use_gt_error) + 3 * int(use_mask_prior)
-        if patch_stem:  # one 4x4/4 conv: ~5x cheaper, the budget choice for CPU training
+            self.prior = MaskPrior(width=policy.prior_width).requires_grad_(False)
+        self.in_keys = [k for k in keys if entry(k).role != "mask"]
+        # the mask prior adds its predicted error maps against the mask: two more planes
+        in_channels = sum(c for _, c in self.plane_inputs) + 2 * int(use_mask_prior)
+        if policy.patch_stem:  # one 4x4/4 conv: ~5x cheaper, the budget choice for CPU training
             self.stem = nn.Sequential(
                 layer_init(nn.Conv2d(in_channels, width, 4, stride=4)), nn.ReLU(inplace=True))
         else:
@@ -243,34 +230,25 @@ class SpatialPolicy(nn.Module):
             layer_init(nn.Linear(value_hidden, 1), VALUE_GAIN),
         )
 
-    def forward(
-        self,
-        observation: Tensor,
-        sam_prob: Tensor | None = None,
-        gt_error: Tensor | None = None,
-        image_embedding: Tensor | None = None,
-        mask_prior: Tensor | None = None,
-        prior_click: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Observation planes ``[B, C, S, S]`` -> logits ``[B, 2*G*G]``, value ``[B, 1]``."""
+    def forward(self, observation: Tensor, **inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Observation entries (``in_keys``, by name) -> logits ``[B, 2*G*G]``, value ``[B, 1]``."""
+        inputs[OBS] = observation
+        mask_prior, prior_click = inputs.get(MASK_PRIOR), inputs.get(PRIOR_CLICK)
         param_dtype = self.policy_head.weight.dtype
         dtype = input_dtype(self.policy_head.weight)
         S, G = self.obs_size, self.grid_size
-        planes = [_check_planes(OBS, observation, 6, S)]
-        if self.use_sam_prob:
-            planes.append(_check_planes(SAM_PROB, sam_prob, 1, S))
-        if self.use_mask_prior:
-            p = _check_planes(MASK_PRIOR, mask_prior, 1, S)
-            m = observation[:, 3:4]
-            planes += [p, p * (1 - m), (1 - p) * m]
-        if self.use_gt_error:
-            planes.append(_check_planes(GT_ERROR, gt_error, 2, S))
+        planes = []
+        for name, channels in self.plane_inputs:
+            planes.append(_check_planes(name, inputs.get(name), channels, S))
+            if name == MASK_PRIOR:
+                p, m = planes[-1], observation[:, 3:4]
+                planes += [p * (1 - m), (1 - p) * m]
         x = torch.cat([p.to(dtype) for p in planes], 1) if len(planes) > 1 else planes[0].to(dtype)
         h = self.stem(x)
         if h.shape[-1] != G:  # static: depends on obs_size and grid_size only
             h = F.adaptive_avg_pool2d(h, G)
         if self.use_image_embedding:
-            e = _check_planes(IMAGE_EMBEDDING, image_embedding, self.embedding_channels, None)
+            e = _check_planes(IMAGE_EMBEDDING, inputs.get(IMAGE_EMBEDDING), self.embedding_channels, None)
             e = F.adaptive_avg_pool2d(e.to(param_dtype), G)
             h = torch.cat([h, self.embed_proj(e)], 1)
         if self.prior_distance:
@@ -375,20 +353,8 @@ def build_policy(policy: PolicyConfig, env: EnvConfig, seed: int,
     """The configured network, its inputs following the env's ``observation_keys``, initialised
     from ``seed`` without touching the caller's global RNG state (init runs inside
     ``fork_rng``)."""
-    keys = env.observation_keys
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        if policy.kind == "spatial":
-            net = SpatialPolicy(grid_size=env.grid_size, obs_size=env.obs_size, width=policy.width,
-                                use_sam_prob=SAM_PROB in keys, use_gt_error=GT_ERROR in keys,
-                                use_image_embedding=IMAGE_EMBEDDING in keys,
-                                patch_stem=policy.patch_stem, use_mask_prior=MASK_PRIOR in keys,
-                                prior_width=policy.prior_width,
-                                prior_distance=policy.prior_distance,
-                                use_prior_click=PRIOR_CLICK in keys,
-                                prior_click_scale=policy.prior_click_scale)
-        else:
-            net = ProtoCNN(num_actions=env.num_actions, obs_size=env.obs_size,
-                           use_gt_error=GT_ERROR in keys)
+        net = SpatialPolicy(env, policy) if policy.kind == "spatial" else ProtoCNN(env)
     return net.to(device)

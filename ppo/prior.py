@@ -28,68 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from gpu_env.mask_prior import MaskPrior, prior_probabilities
+
 __all__ = ["MaskPrior", "PriorTrainStats", "prior_probabilities", "train_mask_prior"]
-
-
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-    )
-
-
-class MaskPrior(nn.Module):
-    """U-Net ``RGB [B, 3, S, S] in [0, 1] -> mask logits [B, 1, S, S]``.
-
-    The input is area-downsampled to ``S / 2`` first (polyp extents, not their last pixel, are
-    what a click needs; 4x cheaper), then ``depth`` levels of two 3x3 conv + BN + ReLU with
-    channel widths ``width * 2**level``, max-pool down, bilinear up with skips, a 1x1 head, and
-    a bilinear upsampling of the logits back to ``S``. At ``width=16, depth=4``: 0.47M params
-    and a receptive field that covers the whole 64x64 working grid.
-    """
-
-    def __init__(self, width: int = 16, depth: int = 4):
-        super().__init__()
-        if width < 1 or depth < 1:
-            raise ValueError(f"need width >= 1 and depth >= 1, got width={width}, depth={depth}")
-        chans = [width * 2 ** i for i in range(depth)]
-        self.down = nn.ModuleList()
-        cin = 3
-        for c in chans:
-            self.down.append(_block(cin, c))
-            cin = c
-        # built shallow to deep (the order the weights are drawn in), applied deep to shallow
-        self.up = nn.ModuleList(reversed([_block(chans[i + 1] + chans[i], chans[i])
-                                          for i in range(depth - 1)]))
-        self.head = nn.Conv2d(chans[0], 1, 1)
-
-    def forward(self, rgb: Tensor) -> Tensor:
-        size = rgb.shape[-2:]
-        x = F.interpolate(rgb, scale_factor=0.5, mode="area") if min(size) >= 8 else rgb
-        x = x - 0.5
-        skips = []
-        for i, block in enumerate(self.down):
-            if i:
-                x = F.max_pool2d(x, 2)
-            x = block(x)
-            skips.append(x)
-        for block, skip in zip(self.up, reversed(skips[:-1])):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat((x, skip), 1))
-        logits = self.head(x)
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-
-
-@torch.no_grad()
-def prior_probabilities(prior: MaskPrior, rgb_uint8: Tensor, chunk: int = 128) -> Tensor:
-    """``sigmoid(prior(rgb))`` for ``rgb_uint8 [N, 3, S, S]`` -> ``[N, 1, S, S]`` float32, in eval
-    mode (BatchNorm running statistics), chunked to bound memory."""
-    was_training = prior.training
-    prior.eval()
-    out = [torch.sigmoid(prior(rgb_uint8[lo: lo + chunk].float() / 255.0).float())
-           for lo in range(0, rgb_uint8.shape[0], chunk)]
-    prior.train(was_training)
-    return torch.cat(out)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
-from gpu_env.config import ACTION_MASK
+from gpu_env.obs_spec import ACTION_MASK
 from gpu_env.env import ClickEnv
 from sam_batch.atomic_io import atomic_write
 from ppo import distributed as dist_utils

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpu_env.compat import SAM2ClickEnv, compute_dice
-from gpu_env.config import OBS
+from gpu_env.obs_spec import OBS
 from gpu_env.datasets import load_dataset
 from references.sam_fixtures import tiny_model
 

@@ -92,11 +92,12 @@ def test_observation_keys_are_checked_against_what_the_policy_reads():
 
 
 def test_the_flag_named_for_each_optional_key_removes_it():
-    from gpu_env.config import WITHOUT_FLAGS
+    from gpu_env.obs_spec import OBSERVATION
 
+    without = {e.name: e.without_flag for e in OBSERVATION if e.without_flag}
     on = TrainConfig.from_cli(["--obs-image-embedding", "--mode", "simulated_user"])
-    assert set(WITHOUT_FLAGS) <= set(on.env.observation_keys)
-    for key, flag in WITHOUT_FLAGS.items():
+    assert set(without) <= set(on.env.observation_keys)
+    for key, flag in without.items():
         off = TrainConfig.from_cli(["--obs-image-embedding", "--mode", "simulated_user",
                                     *flag.split()])
         assert key not in off.env.observation_keys, flag

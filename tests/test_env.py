@@ -9,7 +9,8 @@ import torch
 from tensordict import TensorDict
 
 from gpu_env import observation as O
-from gpu_env.config import ACTION_MASK, GT_ERROR, OBS, PROTOTYPE_ENV, SAM_PROB, EnvConfig
+from gpu_env.obs_spec import ACTION_MASK, GT_ERROR, OBS, SAM_PROB
+from gpu_env.config import PROTOTYPE_ENV, EnvConfig
 from gpu_env.datasets import load_dataset
 from gpu_env.datasets.io import resize_images
 from gpu_env.env import ClickEnv

@@ -17,7 +17,8 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 from gpu_env.compat import SAM2ClickEnv
-from gpu_env.config import OBS, PROTOTYPE_ENV
+from gpu_env.obs_spec import OBS
+from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets import load_dataset
 from gpu_env.env import ClickEnv
 from gpu_env.gym_registration import ENV_ID, register_envs

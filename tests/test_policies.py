@@ -14,11 +14,10 @@ from ppo.policies import (
     HIDDEN_GAIN,
     POLICY_GAIN,
     VALUE_GAIN,
-    ProtoCNN,
-    SpatialPolicy,
     make_actor_critic,
     num_parameters,
 )
+from tests.nets import proto, spatial
 
 CFG = PROTOTYPE_ENV
 G, S, A = CFG.grid_size, CFG.obs_size, CFG.num_actions
@@ -40,18 +39,18 @@ def _obs(b: int, gen: torch.Generator, **extra: bool) -> TensorDict:
 def test_proto_cnn_parameter_count():
     # SB3 NatureCNN on 6x128x128: convs 12,320 + 32,832 + 36,928; flatten 64*12*12 = 9216;
     # linear 9216*512+512 = 4,719,104; policy head 512*2048+2048 = 1,050,624; value head 513.
-    assert num_parameters(ProtoCNN()) == 5_852_321
-    assert num_parameters(ProtoCNN(use_gt_error=True)) == 5_852_321 + 2 * 32 * 8 * 8
+    assert num_parameters(proto()) == 5_852_321
+    assert num_parameters(proto(use_gt_error=True)) == 5_852_321 + 2 * 32 * 8 * 8
 
 
 def test_spatial_policy_parameter_count():
-    assert num_parameters(SpatialPolicy()) == 56_051
-    assert num_parameters(SpatialPolicy(width=64)) == 213_347
-    full = SpatialPolicy(use_sam_prob=True, use_gt_error=True, use_image_embedding=True)
+    assert num_parameters(spatial()) == 56_051
+    assert num_parameters(spatial(width=64)) == 213_347
+    full = spatial(use_sam_prob=True, use_gt_error=True, use_image_embedding=True)
     assert num_parameters(full) < 500_000
 
 
-@pytest.mark.parametrize("make", [ProtoCNN, SpatialPolicy])
+@pytest.mark.parametrize("make", [proto, spatial])
 def test_output_shapes(make):
     gen = torch.Generator().manual_seed(0)
     net = make()
@@ -68,7 +67,7 @@ def _is_scaled_orthogonal(weight: torch.Tensor, gain: float) -> bool:
     return torch.allclose(gram, gain**2 * torch.eye(gram.shape[0]), atol=1e-5 * max(1.0, gain**2))
 
 
-@pytest.mark.parametrize("make", [ProtoCNN, SpatialPolicy])
+@pytest.mark.parametrize("make", [proto, spatial])
 def test_cleanrl_initialisation(make):
     """Orthogonal weights scaled by CleanRL's gains, zero biases."""
     net = make()
@@ -85,7 +84,7 @@ def test_cleanrl_initialisation(make):
 
 def test_spatial_logits_follow_the_action_coding():
     """Logit index = label * G*G + row * G + col, decoded as docs/design.md decodes actions."""
-    net = SpatialPolicy(width=4)
+    net = spatial(width=4)
     label, row, col = 1, 5, 27
     feature = torch.zeros(1, 4, G, G)
     feature[0, 0, row, col] = 1.0
@@ -107,10 +106,10 @@ def test_spatial_logits_follow_the_action_coding():
 def test_optional_inputs_are_read():
     gen = torch.Generator().manual_seed(1)
     td = _obs(2, gen, sam_prob=True, gt_error=True, image_embedding=True)
-    for key, net in [("sam_prob", SpatialPolicy(use_sam_prob=True)),
-                     ("gt_error", SpatialPolicy(use_gt_error=True)),
-                     ("image_embedding", SpatialPolicy(use_image_embedding=True)),
-                     ("gt_error", ProtoCNN(use_gt_error=True))]:
+    for key, net in [("sam_prob", spatial(use_sam_prob=True)),
+                     ("gt_error", spatial(use_gt_error=True)),
+                     ("image_embedding", spatial(use_image_embedding=True)),
+                     ("gt_error", proto(use_gt_error=True))]:
         inputs = {k: td[k] for k in net.in_keys}
         changed = dict(inputs, **{key: torch.rand_like(inputs[key].float()).to(inputs[key].dtype)})
         with torch.no_grad():
@@ -120,7 +119,7 @@ def test_optional_inputs_are_read():
 def test_extra_keys_are_ignored_unless_enabled():
     gen = torch.Generator().manual_seed(2)
     td = _obs(2, gen, sam_prob=True, gt_error=True, image_embedding=True)
-    for net in (ProtoCNN(), SpatialPolicy()):
+    for net in (proto(), spatial()):
         assert net.in_keys == ["observation"]
         ac = make_actor_critic(net, generator=gen)
         with torch.no_grad():
@@ -130,7 +129,7 @@ def test_extra_keys_are_ignored_unless_enabled():
 
 
 def test_missing_or_misshaped_input_is_named():
-    net = SpatialPolicy(use_sam_prob=True)
+    net = spatial(use_sam_prob=True)
     with pytest.raises(ValueError, match="'sam_prob'.*missing"):
         net(torch.zeros(1, 6, S, S))
     with pytest.raises(ValueError, match=r"'observation' has shape \(1, 5, 128, 128\)"):
@@ -139,7 +138,7 @@ def test_missing_or_misshaped_input_is_named():
 
 def test_actor_samples_allowed_actions_with_correct_log_prob():
     gen = torch.Generator().manual_seed(3)
-    net = SpatialPolicy(width=8)
+    net = spatial(width=8)
     ac = make_actor_critic(net, generator=gen, use_action_mask=True)
     td = _obs(16, gen, action_mask=True)
     with torch.no_grad():
@@ -154,7 +153,7 @@ def test_actor_samples_allowed_actions_with_correct_log_prob():
 
 
 def test_sampling_is_reproducible_and_leaves_global_rng_alone():
-    net = SpatialPolicy(width=8)
+    net = spatial(width=8)
     td = _obs(8, torch.Generator().manual_seed(4), action_mask=True)
     global_state = torch.get_rng_state()
     actions = []
@@ -168,7 +167,7 @@ def test_sampling_is_reproducible_and_leaves_global_rng_alone():
 
 def test_deterministic_interaction_is_greedy():
     gen = torch.Generator().manual_seed(5)
-    ac = make_actor_critic(SpatialPolicy(width=8), generator=gen, use_action_mask=True)
+    ac = make_actor_critic(spatial(width=8), generator=gen, use_action_mask=True)
     td = _obs(4, gen, action_mask=True)
     with torch.no_grad(), set_interaction_type("deterministic"):
         out = ac.actor(td)
@@ -216,3 +215,19 @@ def test_generator_device_must_match_policy():
 
     with pytest.raises(ValueError, match="generator is on cpu"):
         make_actor_critic(Meta(), generator=torch.Generator())
+
+
+def test_constructor_defaults_are_the_training_runs():
+    """``SpatialPolicy()``/``ProtoCNN()`` are the networks a default run builds: the same
+    inputs and the same parameter shapes as ``build_policy`` from ``TrainConfig()``."""
+    from ppo.config import TrainConfig
+    from ppo.policies import ProtoCNN, SpatialPolicy, build_policy
+
+    cfg = TrainConfig()
+    built = build_policy(cfg.policy, cfg.env, seed=0, device=torch.device("cpu"))
+    default = SpatialPolicy()
+    assert default.in_keys == built.in_keys == ["observation", "sam_prob", "mask_prior", "prior_click"]
+    assert {k: v.shape for k, v in default.state_dict().items()} == \
+        {k: v.shape for k, v in built.state_dict().items()}
+    assert float(default.prior_click_scale) == cfg.policy.prior_click_scale
+    assert ProtoCNN().num_actions == cfg.env.num_actions and ProtoCNN().obs_size == cfg.env.obs_size

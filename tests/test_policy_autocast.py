@@ -10,7 +10,8 @@ import torch
 
 import ppo.policies as policies
 from ppo.config import TrainConfig
-from ppo.policies import ProtoCNN, build_policy, input_dtype
+from ppo.policies import build_policy, input_dtype
+from tests.nets import proto
 
 
 def _inputs(net, b: int = 6) -> dict[str, torch.Tensor]:
@@ -36,7 +37,7 @@ def _main_job_policy():
     return build_policy(cfg.policy, cfg.env, seed=3, device=torch.device("cpu"))
 
 
-@pytest.mark.parametrize("make", [_main_job_policy, lambda: ProtoCNN(num_actions=2048, obs_size=64, use_gt_error=True)],
+@pytest.mark.parametrize("make", [_main_job_policy, lambda: proto(obs_size=64, use_gt_error=True)],
                          ids=["spatial_main_job", "proto"])
 def test_bf16_inputs_equal_autocasting_fp32_inputs(make, monkeypatch):
     net = make()

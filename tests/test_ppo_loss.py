@@ -12,7 +12,8 @@ from tensordict import TensorDict
 
 from tests.sync_guard import HostSyncError, allow_host_reads, forbid_host_sync
 from ppo.loss import PPOConfig, lr_at, make_ppo_loss, ppo_update, set_lr
-from ppo.policies import SpatialPolicy, make_actor_critic
+from ppo.policies import make_actor_critic
+from tests.nets import spatial
 
 G, S = 8, 32  # a small grid and observation keep the test fast; the code is size-agnostic
 A = 2 * G * G
@@ -32,7 +33,7 @@ def test_forbid_host_sync_catches_syncs():
 def _setup(seed: int = 0, n: int = 64, cfg: PPOConfig | None = None, masked: bool = True):
     torch.manual_seed(seed)  # parameter init only; all sampling below uses `gen`
     gen = torch.Generator().manual_seed(seed)
-    policy = SpatialPolicy(grid_size=G, obs_size=S, width=8, dilations=(1, 2))
+    policy = spatial(grid_size=G, obs_size=S, width=8, dilations=(1, 2))
     ac = make_actor_critic(policy, generator=gen, use_action_mask=masked)
     obs = {"observation": torch.rand(n, 6, S, S, generator=gen)}
     if masked:

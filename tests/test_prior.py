@@ -4,18 +4,17 @@ rule of automatic mode: the actor never sees ground truth."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from gpu_env.config import (ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK,
-                            SAM_PROB)
+from gpu_env.obs_spec import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK, SAM_PROB
 from gpu_env.evaluation import OracleClicker, PriorClicker
 from ppo.prior import MaskPrior, attach_prior, prior_probabilities, train_mask_prior
 from ppo.train import Trainer
 from tests.test_train import tiny
+from tests.nets import spatial
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,9 +135,8 @@ def test_learned_clicker_with_the_gt_as_prior_is_the_oracle(tmp_path):
 
 
 def test_attach_prior_is_a_no_op_without_a_prior(trainer):
-    from ppo.policies import SpatialPolicy
 
-    policy = SpatialPolicy(grid_size=8, obs_size=32, width=4)
+    policy = spatial(grid_size=8, obs_size=32, width=4)
     assert policy.prior is None
     attach_prior(policy, trainer.env)  # must not touch the env
     assert trainer.env.mask_prior is not None
@@ -206,12 +204,12 @@ def test_mask_prior_policy_forward_and_update_have_no_host_sync():
     from tensordict import TensorDict
 
     from ppo.loss import PPOConfig, make_ppo_loss, ppo_update
-    from ppo.policies import SpatialPolicy, make_actor_critic
+    from ppo.policies import make_actor_critic
     from tests.sync_guard import allow_host_reads, forbid_host_sync
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    policy = SpatialPolicy(grid_size=8, obs_size=32, width=8, dilations=(1, 2),
+    policy = spatial(grid_size=8, obs_size=32, width=8, dilations=(1, 2),
                            use_mask_prior=True, prior_width=4, prior_distance=True,
                            use_prior_click=True, prior_click_scale=2.0)
     ac = make_actor_critic(policy, generator=gen)

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from gpu_env.config import ACTION_MASK, MASK_PRIOR, OBS, PRIOR_CLICK
+from gpu_env.obs_spec import PRIOR_CLICK
 from gpu_env.oracle import ritm_click
 from gpu_env.torchrl_env import SAM2ClickTorchRLEnv
 from gpu_env.prior_click import PRIOR_CLICK_RESOLUTION_PER_CELL, prior_click_distance
-from ppo.policies import SpatialPolicy
 from ppo.train import Trainer
 from tests.test_train import tiny
+from tests.nets import spatial
 
 
 def _blobs(B: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -125,7 +125,7 @@ def test_residual_actor_adds_beta_times_prior_click_to_the_trunk_logits(trainer)
 
 
 def test_without_a_scale_the_map_is_a_trunk_input_only():
-    net = SpatialPolicy(grid_size=8, obs_size=32, width=4, use_mask_prior=True, prior_width=4,
+    net = spatial(grid_size=8, obs_size=32, width=4, use_mask_prior=True, prior_width=4,
                         use_prior_click=True, prior_click_scale=0.0)
     assert net.prior_click_scale is None and PRIOR_CLICK in net.in_keys
     with pytest.raises(ValueError, match="prior_click"):

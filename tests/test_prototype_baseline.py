@@ -17,7 +17,8 @@ import torch
 from references.prototype_baseline import (EpisodeData, PrototypeClickEnv, SAM2Predictor,
                                       WeightFreePredictor, boundary_fscore, dice, ritm_next_click,
                                       run_episodes)
-from gpu_env.config import OBS, PROTOTYPE_ENV
+from gpu_env.obs_spec import OBS
+from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets import load_dataset
 from gpu_env.env import ClickEnv
 from gpu_env.metrics import boundary_fscore as device_fscore

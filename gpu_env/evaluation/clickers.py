@@ -16,7 +16,7 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from gpu_env import oracle
-from gpu_env.config import ACTION_MASK
+from gpu_env.obs_spec import ACTION_MASK
 from gpu_env.env import ClickEnv
 from gpu_env import actions
 from sam_batch.segmenter import points_from_pixels
