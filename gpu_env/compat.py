@@ -1,5 +1,6 @@
 """The original prototype's single-episode API, as a thin adapter over the batched env (B = 1):
-a ``gymnasium.Env`` (``gpu_env.gym_registration`` registers it as ``SAM2Click-v0``).
+a ``gymnasium.Env`` (``gpu_env.gym_registration`` registers it as ``SAM2ClickPrototype-v0``; the
+project's own task is ``SAM2Click-v0``, ``gpu_env.gym_env``).
 
     env = SAM2ClickEnv(dataset=..., sam_predictor=..., obs_size=128, grid_size=32,
                        max_clicks=5, use_sam=True)

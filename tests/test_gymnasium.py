@@ -21,7 +21,7 @@ from gpu_env.obs_spec import OBS
 from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets import load_dataset
 from gpu_env.env import ClickEnv
-from gpu_env.gym_registration import ENV_ID, register_envs
+from gpu_env.gym_registration import PROTOTYPE_ID as ENV_ID, register_envs
 from gpu_env.vector_env import SAM2ClickVectorEnv
 
 SMALL = dict(use_sam=False, obs_size=32, grid_size=8, max_clicks=3)

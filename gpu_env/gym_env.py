@@ -1,0 +1,282 @@
+"""The project's task as Gymnasium envs: ``Dict`` observations of every key the env observes.
+
+    import gymnasium, gpu_env.gym_registration
+    env = gymnasium.make("SAM2Click-v0")                       # the main job's task
+    envs = gymnasium.make_vec("SAM2Click-v0", num_envs=64, vectorization_mode="vector_entry_point")
+
+Both take ``gpu_env.make``'s keywords (or ``env=<a ClickEnv>``). Spaces follow
+``gpu_env.obs_spec``: image entries (``observation``, ``sam_prob``, ``mask_prior``,
+``gt_error``) are ``uint8`` boxes in 0..255 (values in [0, 1] times 255, rounded), so
+Stable-Baselines3's image handling applies unmodified; ``prior_click`` and the SAM2 embedding
+are ``float32`` boxes; ``action_mask`` is ``MultiBinary``. ``action_masks()`` returns the mask
+for sb3-contrib's ``MaskablePPO``. All dynamics are ``ClickEnv``'s (row ``i`` of the vector env
+is row ``i`` of ``ClickEnv.initial_state(B, seed)`` driven by ``step_autoreset``); these are
+host-facing APIs that copy each observation to NumPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+from tensordict import TensorDict
+
+from gpu_env import rng
+from gpu_env.compat import render_rgb, scalar_action
+from gpu_env.env import ClickEnv
+from gpu_env.obs_spec import ACTION_MASK, OBS, ObsField, env_fields
+from gpu_env.rng import SEED_LIMIT, check_seed
+
+__all__ = ["ClickGymEnv", "ClickGymVectorEnv", "gym_space", "to_numpy"]
+
+
+def _space(field: ObsField) -> spaces.Space:
+    if field.entry.role == "mask":
+        return spaces.MultiBinary(field.shape[0])
+    if field.entry.image:
+        return spaces.Box(0, 255, shape=field.shape, dtype=np.uint8)
+    return spaces.Box(field.low, field.high, shape=field.shape, dtype=np.float32)
+
+
+def gym_space(env: ClickEnv) -> spaces.Dict:
+    """The ``Dict`` observation space of one episode of ``env`` (keys in observation order)."""
+    return spaces.Dict({f.name: _space(f) for f in env_fields(env)})
+
+
+def to_numpy(obs: TensorDict, fields: tuple[ObsField, ...]) -> dict[str, np.ndarray]:
+    """A batched observation as the Gymnasium encoding of ``gym_space`` (leading batch dim)."""
+    out = {}
+    for f in fields:
+        x = obs[f.name]
+        if f.entry.role == "mask":
+            out[f.name] = x.to(torch.int8).cpu().numpy()
+        elif f.entry.image:
+            out[f.name] = (x.float() * 255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+        else:
+            out[f.name] = x.float().cpu().numpy()
+    return out
+
+
+def _build(env: ClickEnv | None, kwargs: dict) -> ClickEnv:
+    if env is None:
+        from gpu_env.make import make
+
+        return make(**kwargs)
+    if kwargs:
+        raise TypeError(f"env=<ClickEnv> already fixes the data, segmenter and settings; "
+                        f"{', '.join(sorted(kwargs))} cannot be applied to it.")
+    return env
+
+
+def _image_index(value: Any, n: int, rows: int) -> np.ndarray:
+    """``options["image_index"]``: an int, or one int per row, each in ``[0, n)``."""
+    a = np.asarray(value)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"options['image_index'] must be an integer (or one per env) in "
+                        f"[0, {n}), got {value!r}.")
+    a = np.broadcast_to(a, (rows,)) if a.ndim == 0 else a
+    if a.shape != (rows,):
+        raise ValueError(f"options['image_index'] must be one integer or {rows} of them, got "
+                         f"shape {a.shape}.")
+    if ((a < 0) | (a >= n)).any():
+        raise ValueError(f"options['image_index'] {value!r} out of range: expected indices in "
+                         f"[0, {n}) (the dataset's images).")
+    return a.astype(np.int64)
+
+
+def _check_options(options: dict | None, allowed: tuple[str, ...]) -> dict:
+    options = dict(options or {})
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise ValueError(f"reset options {sorted(unknown)} are not supported; this env takes "
+                         f"{', '.join(allowed)}.")
+    return options
+
+
+class ClickGymEnv(gymnasium.Env):
+    """One click episode at a time (B = 1) of ``gpu_env.make``'s env.
+
+    ``reset(seed=s)`` keys the episode stream as row 0 of ``ClickEnv.initial_state(1, s)``;
+    ``options={"image_index": i}`` starts the episode on dataset image ``i``. ``info`` holds
+    ``dice``, ``boundary``, ``num_clicks`` and ``image_index``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
+
+    def __init__(self, env: ClickEnv | None = None, render_mode: str | None = None, **kwargs: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}; expected None or 'rgb_array'.")
+        self.env = _build(env, kwargs)
+        self.render_mode = render_mode
+        self._fields = env_fields(self.env)
+        self.observation_space = gym_space(self.env)
+        self.action_space = spaces.Discrete(self.env.num_actions)
+        self._state: TensorDict | None = None
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in to_numpy(self.env.observe(self._state), self._fields).items()}
+
+    def _info(self) -> dict:
+        st = self._state
+        return {"dice": float(st["dice"][0]), "boundary": float(st["boundary"][0]),
+                "num_clicks": int(st["num_clicks"][0]), "image_index": int(st["image_id"][0])}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        options = _check_options(options, ("image_index",))
+        if seed is not None:
+            seed = check_seed(seed)
+        super().reset(seed=seed)
+        ids = None
+        if "image_index" in options:
+            ids = torch.from_numpy(_image_index(options["image_index"], self.env.num_images, 1))
+        if seed is not None or self._state is None:
+            key_seed = seed if seed is not None else int(self.np_random.integers(0, SEED_LIMIT))
+            self._state = self.env.initial_state(1, key_seed)
+            if ids is None:
+                return self._obs(), self._info()
+        every = torch.ones(1, dtype=torch.bool, device=self.env.device)
+        self._state = self.env.reset(self._state, every, None if ids is None else ids.to(self.env.device))
+        return self._obs(), self._info()
+
+    def step(self, action: Any):
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        a = torch.tensor([scalar_action(action, self.env.num_actions)], device=self.env.device)
+        term0, trunc0 = self.env.finished(self._state)
+        if bool(term0[0] | trunc0[0]):
+            raise RuntimeError("episode is over (terminated or truncated): call reset()")
+        self._state, out = self.env.step(self._state, a)
+        return (self._obs(), float(out["reward"][0]), bool(out["terminated"][0]),
+                bool(out["truncated"][0]), self._info())
+
+    def action_masks(self) -> np.ndarray:
+        """``bool [2 * G * G]``: the actions allowed now (``ClickEnv.action_mask``)."""
+        if self._state is None:
+            raise RuntimeError("call reset() before action_masks()")
+        return self.env.action_mask(self._state)[0].cpu().numpy()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            return None
+        if self._state is None:
+            raise RuntimeError("call reset() before render()")
+        return render_rgb(self.env.observe(self._state)[OBS][0].cpu().numpy())
+
+
+class ClickGymVectorEnv(gymnasium.vector.VectorEnv):
+    """``num_envs`` episodes over one batched ``ClickEnv``, one segmenter call per step.
+
+    ``reset(seed=s)`` keys row ``i`` as ``ClickEnv.initial_state(B, s)``; ``seed=[s_0, ...]``
+    keys row ``i`` as a ``ClickGymEnv`` reset with ``seed=s_i``. ``options``: ``reset_mask``
+    (bool ``[B]``: only those rows start anew, re-keyed by the seed if one is given) and
+    ``image_index`` (an int or one per row). Autoreset is same-step
+    (``AutoresetMode.SAME_STEP``): the finished episode's last observation and info are in
+    ``info["final_obs"]`` / ``info["final_info"]``, valid where ``info["_final_obs"]``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 2,
+                "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int, env: ClickEnv | None = None, render_mode: str | None = None,
+                 **kwargs: Any):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r}; expected a positive integer (episodes per call)")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}; expected None or 'rgb_array'.")
+        self.env = _build(env, kwargs)
+        self.num_envs = int(num_envs)
+        self.render_mode = render_mode
+        self._fields = env_fields(self.env)
+        self.single_observation_space = gym_space(self.env)
+        self.single_action_space = spaces.Discrete(self.env.num_actions)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._state: TensorDict | None = None
+
+    def _obs(self, state: TensorDict) -> dict[str, np.ndarray]:
+        return to_numpy(self.env.observe(state), self._fields)
+
+    def _info(self, state: TensorDict) -> dict[str, np.ndarray]:
+        info = {"dice": state["dice"].cpu().numpy(), "boundary": state["boundary"].cpu().numpy(),
+                "num_clicks": state["num_clicks"].cpu().numpy(),
+                "image_index": state["image_id"].cpu().numpy()}
+        every = np.ones(self.num_envs, dtype=np.bool_)
+        return {**info, **{f"_{k}": every for k in list(info)}}
+
+    def _keys(self, seed: int | list[int]) -> torch.Tensor:
+        B, dev = self.num_envs, self.env.device
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != B:
+                raise ValueError(f"seed list has {len(seed)} entries; expected one per env ({B}).")
+            zero = torch.zeros(1, dtype=torch.int64, device=dev)
+            return torch.cat([rng.row_keys(check_seed(int(s)), zero) for s in seed])
+        return rng.row_keys(check_seed(seed), torch.arange(B, device=dev))
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        options = _check_options(options, ("reset_mask", "image_index"))
+        B, dev = self.num_envs, self.env.device
+        rows = np.ones(B, dtype=np.bool_)
+        if "reset_mask" in options:
+            rows = np.asarray(options["reset_mask"])
+            if rows.dtype != np.bool_ or rows.shape != (B,):
+                raise ValueError(f"options['reset_mask'] must be bool of shape ({B},), got "
+                                 f"{rows.dtype} {rows.shape}")
+        super().reset(seed=None if isinstance(seed, (list, tuple, np.ndarray)) else seed)
+        if self._state is None:
+            self._state = self.env.initial_state(B, int(self.np_random.integers(0, SEED_LIMIT)))
+        state = self._state.clone(recurse=False)
+        rows_t = torch.from_numpy(rows).to(dev)
+        if seed is not None:
+            # re-key the chosen rows; reset then advances the key once, as initial_state does
+            state["key"] = torch.where(rows_t, self._keys(seed), state["key"])
+        ids = None
+        if "image_index" in options:
+            ids = torch.from_numpy(_image_index(options["image_index"], self.env.num_images, B)).to(dev)
+        self._state = self.env.reset(state, rows_t, ids)
+        return self._obs(self._state), self._info(self._state)
+
+    def _actions(self, actions: Any) -> torch.Tensor:
+        a = np.asarray(actions.cpu() if isinstance(actions, torch.Tensor) else actions)
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"actions must be integers in [0, {self.env.num_actions}), got dtype "
+                            f"{a.dtype}")
+        if a.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},) (one per env), got {a.shape}")
+        bad = (a < 0) | (a >= self.env.num_actions)
+        if bad.any():
+            raise ValueError(f"action {int(a[bad][0])} at row {int(np.flatnonzero(bad)[0])} is out "
+                             f"of range: expected 0 <= a < {self.env.num_actions}")
+        return torch.from_numpy(a.astype(np.int64)).to(self.env.device)
+
+    def step(self, actions: Any):
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        nxt, out = self.env.step(self._state, self._actions(actions))
+        final_obs, final_info = self._obs(nxt), self._info(nxt)
+        self._state = self.env.reset(nxt, out["done"])
+        info = self._info(self._state)
+        done = out["done"].cpu().numpy()
+        info.update(final_obs=final_obs, _final_obs=done, final_info=final_info, _final_info=done)
+        return (self._obs(self._state), out["reward"].cpu().numpy(),
+                out["terminated"].cpu().numpy(), out["truncated"].cpu().numpy(), info)
+
+    def action_masks(self) -> np.ndarray:
+        """``bool [B, 2 * G * G]``: the actions allowed in each row now."""
+        if self._state is None:
+            raise RuntimeError("call reset() before action_masks()")
+        return self.env.action_mask(self._state).cpu().numpy()
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode is None:
+            return None
+        if self._state is None:
+            raise RuntimeError("call reset() before render()")
+        return tuple(render_rgb(o) for o in self.env.observe(self._state)[OBS].cpu().numpy())
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._state = None
