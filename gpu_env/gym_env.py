@@ -29,7 +29,7 @@ from tensordict import TensorDict
 from gpu_env import rng
 from gpu_env.compat import render_rgb, scalar_action
 from gpu_env.env import ClickEnv
-from gpu_env.obs_spec import ACTION_MASK, OBS, ObsField, env_fields
+from gpu_env.obs_spec import OBS, ObsField, env_fields
 from gpu_env.rng import SEED_LIMIT, check_seed
 
 __all__ = ["ClickGymEnv", "ClickGymVectorEnv", "gym_space", "to_numpy"]

@@ -25,7 +25,7 @@ from gpu_env.config import EnvConfig
 from gpu_env.datasets import SegDataset, is_synthetic, load_dataset
 from gpu_env.datasets.config import DataConfig
 from gpu_env.env import ClickEnv
-from gpu_env.mask_prior import MaskPrior, load_bundled_prior, load_prior_weights, prior_probabilities
+from gpu_env.mask_prior import load_bundled_prior, load_prior_weights, prior_probabilities
 from sam_batch.config import SegmenterConfig
 from sam_batch.factory import build_segmenter
 

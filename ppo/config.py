@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from gpu_env.obs_spec import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK, SAM_PROB, entry
+from gpu_env.obs_spec import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, OBS, OBSERVATION, SAM_PROB, entry
 from gpu_env.config import EnvConfig
 from gpu_env.datasets.config import DataConfig
 from ppo.command_options import DeviceConfig, OverwriteConfig, ProgressConfig
@@ -41,8 +41,7 @@ class MaskPriorConfig:
 
 
 POLICY_KEYS: dict[str, frozenset[str]] = {
-    "spatial": frozenset({OBS, SAM_PROB, IMAGE_EMBEDDING, MASK_PRIOR, PRIOR_CLICK, GT_ERROR,
-                          ACTION_MASK}),
+    "spatial": frozenset(e.name for e in OBSERVATION),
     "proto": frozenset({OBS, SAM_PROB, IMAGE_EMBEDDING, GT_ERROR, ACTION_MASK}),
 }
 """The observation keys each policy kind can be given (``ppo.policies.build_policy`` builds its
