@@ -25,6 +25,7 @@ from gpu_env.obs_spec import OBS
 from gpu_env.config import PROTOTYPE_ENV
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
+from gpu_env.reset_options import check_options, image_index
 from gpu_env.rng import SEED_LIMIT, check_seed
 from sam_batch.config import SegmenterConfig
 from sam_batch.factory import build_segmenter
@@ -126,12 +127,10 @@ class SAM2ClickEnv(gymnasium.Env):
         if seed is not None:
             seed = check_seed(seed)  # before Gymnasium's own seeding, which would wrap or differ
         super().reset(seed=seed)
+        options = check_options(options, ("image_index",))
         ids = None
-        if options and "image_index" in options:
-            i = int(options["image_index"])
-            if not 0 <= i < len(self.dataset):
-                raise ValueError(f"image_index {i} out of range [0, {len(self.dataset)})")
-            ids = torch.tensor([i], device=self.env.device)
+        if "image_index" in options:
+            ids = torch.from_numpy(image_index(options["image_index"], len(self.dataset), 1)).to(self.env.device)
         if seed is not None or self._state is None:
             # A fresh row keyed by the seed: its first draw is this episode's image.
             self._seed = seed if seed is not None else int(self.np_random.integers(0, SEED_LIMIT))

@@ -26,10 +26,10 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 from tensordict import TensorDict
 
-from gpu_env import rng
 from gpu_env.compat import render_rgb, scalar_action
 from gpu_env.env import ClickEnv
 from gpu_env.obs_spec import OBS, ObsField, env_fields
+from gpu_env.reset_options import check_options, image_index, reset_rows
 from gpu_env.rng import SEED_LIMIT, check_seed
 
 __all__ = ["ClickGymEnv", "ClickGymVectorEnv", "gym_space", "to_numpy"]
@@ -73,31 +73,6 @@ def _build(env: ClickEnv | None, kwargs: dict) -> ClickEnv:
     return env
 
 
-def _image_index(value: Any, n: int, rows: int) -> np.ndarray:
-    """``options["image_index"]``: an int, or one int per row, each in ``[0, n)``."""
-    a = np.asarray(value)
-    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"options['image_index'] must be an integer (or one per env) in "
-                        f"[0, {n}), got {value!r}.")
-    a = np.broadcast_to(a, (rows,)) if a.ndim == 0 else a
-    if a.shape != (rows,):
-        raise ValueError(f"options['image_index'] must be one integer or {rows} of them, got "
-                         f"shape {a.shape}.")
-    if ((a < 0) | (a >= n)).any():
-        raise ValueError(f"options['image_index'] {value!r} out of range: expected indices in "
-                         f"[0, {n}) (the dataset's images).")
-    return a.astype(np.int64)
-
-
-def _check_options(options: dict | None, allowed: tuple[str, ...]) -> dict:
-    options = dict(options or {})
-    unknown = set(options) - set(allowed)
-    if unknown:
-        raise ValueError(f"reset options {sorted(unknown)} are not supported; this env takes "
-                         f"{', '.join(allowed)}.")
-    return options
-
-
 class ClickGymEnv(gymnasium.Env):
     """One click episode at a time (B = 1) of ``gpu_env.make``'s env.
 
@@ -127,13 +102,13 @@ class ClickGymEnv(gymnasium.Env):
                 "num_clicks": int(st["num_clicks"][0]), "image_index": int(st["image_id"][0])}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        options = _check_options(options, ("image_index",))
+        options = check_options(options, ("image_index",))
         if seed is not None:
             seed = check_seed(seed)
         super().reset(seed=seed)
         ids = None
         if "image_index" in options:
-            ids = torch.from_numpy(_image_index(options["image_index"], self.env.num_images, 1))
+            ids = torch.from_numpy(image_index(options["image_index"], self.env.num_images, 1))
         if seed is not None or self._state is None:
             key_seed = seed if seed is not None else int(self.np_random.integers(0, SEED_LIMIT))
             self._state = self.env.initial_state(1, key_seed)
@@ -208,36 +183,10 @@ class ClickGymVectorEnv(gymnasium.vector.VectorEnv):
         every = np.ones(self.num_envs, dtype=np.bool_)
         return {**info, **{f"_{k}": every for k in list(info)}}
 
-    def _keys(self, seed: int | list[int]) -> torch.Tensor:
-        B, dev = self.num_envs, self.env.device
-        if isinstance(seed, (list, tuple, np.ndarray)):
-            if len(seed) != B:
-                raise ValueError(f"seed list has {len(seed)} entries; expected one per env ({B}).")
-            zero = torch.zeros(1, dtype=torch.int64, device=dev)
-            return torch.cat([rng.row_keys(check_seed(int(s)), zero) for s in seed])
-        return rng.row_keys(check_seed(seed), torch.arange(B, device=dev))
-
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        options = _check_options(options, ("reset_mask", "image_index"))
-        B, dev = self.num_envs, self.env.device
-        rows = np.ones(B, dtype=np.bool_)
-        if "reset_mask" in options:
-            rows = np.asarray(options["reset_mask"])
-            if rows.dtype != np.bool_ or rows.shape != (B,):
-                raise ValueError(f"options['reset_mask'] must be bool of shape ({B},), got "
-                                 f"{rows.dtype} {rows.shape}")
+        options = check_options(options, ("reset_mask", "image_index"))
         super().reset(seed=None if isinstance(seed, (list, tuple, np.ndarray)) else seed)
-        if self._state is None:
-            self._state = self.env.initial_state(B, int(self.np_random.integers(0, SEED_LIMIT)))
-        state = self._state.clone(recurse=False)
-        rows_t = torch.from_numpy(rows).to(dev)
-        if seed is not None:
-            # re-key the chosen rows; reset then advances the key once, as initial_state does
-            state["key"] = torch.where(rows_t, self._keys(seed), state["key"])
-        ids = None
-        if "image_index" in options:
-            ids = torch.from_numpy(_image_index(options["image_index"], self.env.num_images, B)).to(dev)
-        self._state = self.env.reset(state, rows_t, ids)
+        self._state = reset_rows(self.env, self._state, self.num_envs, seed, options, self.np_random)
         return self._obs(self._state), self._info(self._state)
 
     def _actions(self, actions: Any) -> torch.Tensor:

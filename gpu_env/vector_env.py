@@ -29,7 +29,7 @@ from gymnasium.vector.utils import batch_space
 from gpu_env.compat import _as_dataset, _env_config, _segmenter, render_rgb
 from gpu_env.obs_spec import OBS
 from gpu_env.env import ClickEnv
-from gpu_env.rng import SEED_LIMIT, check_seed
+from gpu_env.reset_options import check_options, reset_rows
 
 
 class SAM2ClickVectorEnv(gymnasium.vector.VectorEnv):
@@ -102,25 +102,13 @@ class SAM2ClickVectorEnv(gymnasium.vector.VectorEnv):
         return torch.from_numpy(a.astype(np.int64)).to(self.env.device)
 
     # ------------------------------------------------------------------ Gymnasium API
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Reset every row (``seed``: key the rows as ``ClickEnv.initial_state(B, seed)``), or
-        only the rows of ``options["reset_mask"]`` (bool ``[B]``)."""
-        if seed is not None:
-            seed = check_seed(seed)
-        super().reset(seed=seed)
-        mask = None if not options else options.get("reset_mask")
-        if seed is not None or self._state is None:
-            key_seed = seed if seed is not None else int(self.np_random.integers(0, SEED_LIMIT))
-            self._state = self.env.initial_state(self.num_envs, key_seed)
-        elif mask is not None:
-            m = np.asarray(mask)
-            if m.dtype != np.bool_ or m.shape != (self.num_envs,):
-                raise ValueError(f"options['reset_mask'] must be bool of shape ({self.num_envs},), "
-                                 f"got {m.dtype} {m.shape}")
-            self._state = self.env.reset(self._state, torch.from_numpy(m).to(self.env.device))
-        else:
-            every = torch.ones(self.num_envs, dtype=torch.bool, device=self.env.device)
-            self._state = self.env.reset(self._state, every)
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        """Reset every row, or only the rows of ``options["reset_mask"]`` (bool ``[B]``), with or
+        without a seed (``seed=s`` keys row ``i`` as ``ClickEnv.initial_state(B, s)``; a list keys
+        row ``i`` by ``seed[i]``); ``options["image_index"]``: the images to start on."""
+        options = check_options(options, ("reset_mask", "image_index"))
+        super().reset(seed=None if isinstance(seed, (list, tuple, np.ndarray)) else seed)
+        self._state = reset_rows(self.env, self._state, self.num_envs, seed, options, self.np_random)
         return self._obs(self._state), self._info(self._state)
 
     def step(self, actions: Any):

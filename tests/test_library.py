@@ -185,3 +185,25 @@ def test_torchrl_env_passes_check_env_specs():
     t.append_transform(RewardSum())
     roll = t.rollout(5, break_when_any_done=False)
     assert roll.batch_size == torch.Size([4, 5]) and "episode_reward" in roll["next"].keys()
+
+
+def test_prototype_envs_check_image_index_and_honour_reset_mask_with_a_seed():
+    from gpu_env.compat import SAM2ClickEnv
+    from gpu_env.datasets import load_dataset
+    from gpu_env.vector_env import SAM2ClickVectorEnv
+
+    data = load_dataset("synthetic", split="train", size=64, count=6)
+    single = SAM2ClickEnv(dataset=data, use_sam=False, obs_size=64, grid_size=8, max_clicks=3)
+    for bad in (1.7, "2"):
+        with pytest.raises(TypeError, match="image_index"):
+            single.reset(seed=0, options={"image_index": bad})
+    venv = SAM2ClickVectorEnv(4, dataset=data, use_sam=False, obs_size=64, grid_size=8, max_clicks=3)
+    venv.reset(seed=0)
+    venv.step(np.array([0, 1, 2, 3]))
+    mask = np.array([True, False, False, True])
+    _, info = venv.reset(seed=5, options={"reset_mask": mask})
+    assert list(info["num_clicks"]) == [1, 2, 2, 1]
+    _, info = venv.reset(seed=5, options={"image_index": 4})
+    assert (info["image_index"] == 4).all()
+    with pytest.raises(ValueError, match="not supported"):
+        venv.reset(options={"reset_mask_": mask})
