@@ -185,7 +185,8 @@ class ClickGymVectorEnv(gymnasium.vector.VectorEnv):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         options = check_options(options, ("reset_mask", "image_index"))
-        super().reset(seed=None if isinstance(seed, (list, tuple, np.ndarray)) else seed)
+        one_seed = None if isinstance(seed, (list, tuple, np.ndarray)) else seed
+        super().reset(seed=None if one_seed is None else check_seed(one_seed))
         self._state = reset_rows(self.env, self._state, self.num_envs, seed, options, self.np_random)
         return self._obs(self._state), self._info(self._state)
 

@@ -30,6 +30,7 @@ from gpu_env.compat import _as_dataset, _env_config, _segmenter, render_rgb
 from gpu_env.obs_spec import OBS
 from gpu_env.env import ClickEnv
 from gpu_env.reset_options import check_options, reset_rows
+from gpu_env.rng import check_seed
 
 
 class SAM2ClickVectorEnv(gymnasium.vector.VectorEnv):
@@ -107,7 +108,8 @@ class SAM2ClickVectorEnv(gymnasium.vector.VectorEnv):
         without a seed (``seed=s`` keys row ``i`` as ``ClickEnv.initial_state(B, s)``; a list keys
         row ``i`` by ``seed[i]``); ``options["image_index"]``: the images to start on."""
         options = check_options(options, ("reset_mask", "image_index"))
-        super().reset(seed=None if isinstance(seed, (list, tuple, np.ndarray)) else seed)
+        one_seed = None if isinstance(seed, (list, tuple, np.ndarray)) else seed
+        super().reset(seed=None if one_seed is None else check_seed(one_seed))
         self._state = reset_rows(self.env, self._state, self.num_envs, seed, options, self.np_random)
         return self._obs(self._state), self._info(self._state)
 
