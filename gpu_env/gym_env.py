@@ -22,14 +22,14 @@ import gymnasium
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 from tensordict import TensorDict
 
 from gpu_env.compat import render_rgb, scalar_action
 from gpu_env.env import ClickEnv
 from gpu_env.obs_spec import OBS, ObsField, env_fields
-from gpu_env.reset_options import check_options, image_index, reset_rows
+from gpu_env.vector_env import SAM2ClickVectorEnv
+from gpu_env.reset_options import check_options, image_index
 from gpu_env.rng import SEED_LIMIT, check_seed
 
 __all__ = ["ClickGymEnv", "ClickGymVectorEnv", "gym_space", "to_numpy"]
@@ -143,7 +143,7 @@ class ClickGymEnv(gymnasium.Env):
         return render_rgb(self.env.observe(self._state)[OBS][0].cpu().numpy())
 
 
-class ClickGymVectorEnv(gymnasium.vector.VectorEnv):
+class ClickGymVectorEnv(SAM2ClickVectorEnv):
     """``num_envs`` episodes over one batched ``ClickEnv``, one segmenter call per step.
 
     ``reset(seed=s)`` keys row ``i`` as ``ClickEnv.initial_state(B, s)``; ``seed=[s_0, ...]``
@@ -152,10 +152,9 @@ class ClickGymVectorEnv(gymnasium.vector.VectorEnv):
     ``image_index`` (an int or one per row). Autoreset is same-step
     (``AutoresetMode.SAME_STEP``): the finished episode's last observation and info are in
     ``info["final_obs"]`` / ``info["final_info"]``, valid where ``info["_final_obs"]``.
+    Reset, step, actions, info and render are the prototype vector env's; only the
+    observation (``Dict`` of every key) and ``action_masks`` are its own.
     """
-
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 2,
-                "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, num_envs: int, env: ClickEnv | None = None, render_mode: str | None = None,
                  **kwargs: Any):
@@ -176,57 +175,8 @@ class ClickGymVectorEnv(gymnasium.vector.VectorEnv):
     def _obs(self, state: TensorDict) -> dict[str, np.ndarray]:
         return to_numpy(self.env.observe(state), self._fields)
 
-    def _info(self, state: TensorDict) -> dict[str, np.ndarray]:
-        info = {"dice": state["dice"].cpu().numpy(), "boundary": state["boundary"].cpu().numpy(),
-                "num_clicks": state["num_clicks"].cpu().numpy(),
-                "image_index": state["image_id"].cpu().numpy()}
-        every = np.ones(self.num_envs, dtype=np.bool_)
-        return {**info, **{f"_{k}": every for k in list(info)}}
-
-    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        options = check_options(options, ("reset_mask", "image_index"))
-        one_seed = None if isinstance(seed, (list, tuple, np.ndarray)) else seed
-        super().reset(seed=None if one_seed is None else check_seed(one_seed))
-        self._state = reset_rows(self.env, self._state, self.num_envs, seed, options, self.np_random)
-        return self._obs(self._state), self._info(self._state)
-
-    def _actions(self, actions: Any) -> torch.Tensor:
-        a = np.asarray(actions.cpu() if isinstance(actions, torch.Tensor) else actions)
-        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-            raise TypeError(f"actions must be integers in [0, {self.env.num_actions}), got dtype "
-                            f"{a.dtype}")
-        if a.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},) (one per env), got {a.shape}")
-        bad = (a < 0) | (a >= self.env.num_actions)
-        if bad.any():
-            raise ValueError(f"action {int(a[bad][0])} at row {int(np.flatnonzero(bad)[0])} is out "
-                             f"of range: expected 0 <= a < {self.env.num_actions}")
-        return torch.from_numpy(a.astype(np.int64)).to(self.env.device)
-
-    def step(self, actions: Any):
-        if self._state is None:
-            raise RuntimeError("call reset() before step()")
-        nxt, out = self.env.step(self._state, self._actions(actions))
-        final_obs, final_info = self._obs(nxt), self._info(nxt)
-        self._state = self.env.reset(nxt, out["done"])
-        info = self._info(self._state)
-        done = out["done"].cpu().numpy()
-        info.update(final_obs=final_obs, _final_obs=done, final_info=final_info, _final_info=done)
-        return (self._obs(self._state), out["reward"].cpu().numpy(),
-                out["terminated"].cpu().numpy(), out["truncated"].cpu().numpy(), info)
-
     def action_masks(self) -> np.ndarray:
         """``bool [B, 2 * G * G]``: the actions allowed in each row now."""
         if self._state is None:
             raise RuntimeError("call reset() before action_masks()")
         return self.env.action_mask(self._state).cpu().numpy()
-
-    def render(self) -> tuple[np.ndarray, ...] | None:
-        if self.render_mode is None:
-            return None
-        if self._state is None:
-            raise RuntimeError("call reset() before render()")
-        return tuple(render_rgb(o) for o in self.env.observe(self._state)[OBS].cpu().numpy())
-
-    def close_extras(self, **kwargs: Any) -> None:
-        self._state = None

@@ -134,7 +134,7 @@ class SAM2ClickVectorEnv(gymnasium.vector.VectorEnv):
             return None
         if self._state is None:
             raise RuntimeError("call reset() before render()")
-        return tuple(render_rgb(o) for o in self._obs(self._state))
+        return tuple(render_rgb(o) for o in self.env.observe(self._state)[OBS].cpu().numpy())
 
     def close_extras(self, **kwargs: Any) -> None:
         self._state = None
