@@ -2,9 +2,12 @@
 env against the raw ``ClickEnv`` they drive, at 64 episodes, in the same run.
 
 Each round is ``STEPS`` steps with uniformly random allowed actions (weight-free segmenter, the
-default task of ``gpu_env.make`` over 64 synthetic frames). The adapters add the host copies
-(uint8 encoding of every observation key, NumPy flags, per-row info dicts) to the same batched
-step; ``ratio_to_raw`` in each case's ``extra_info`` divides the raw env's steps/s by theirs.
+default task of ``gpu_env.make`` over 64 synthetic frames). Two raw baselines: ``raw`` is
+``ClickEnv.step_autoreset`` alone (it observes the finished state for bootstrapping, not the next
+one); ``raw_with_observation`` also observes the next state, as a learner must. The adapters add
+the host copies (uint8 encoding of every observation key, NumPy flags, per-row info dicts) to
+the same batched step; ``ratio_to_raw`` and ``ratio_to_raw_with_observation`` in each case's
+``extra_info`` divide the baseline's steps/s by theirs.
 
     python -m pytest bench/bench_adapters.py -p no:cacheprovider --benchmark-only
 """
@@ -39,6 +42,8 @@ def _record(benchmark, name: str) -> None:
                                 torch_threads=torch.get_num_threads())
     if name != "raw" and "raw" in RATES:
         benchmark.extra_info["ratio_to_raw"] = RATES["raw"] / RATES[name]
+    if name.startswith(("gymnasium", "sb3")) and "raw_with_observation" in RATES:
+        benchmark.extra_info["ratio_to_raw_with_observation"] = RATES["raw_with_observation"] / RATES[name]
 
 
 def test_raw_click_env(benchmark, env):
@@ -52,6 +57,21 @@ def test_raw_click_env(benchmark, env):
 
     benchmark.pedantic(round_, rounds=5, warmup_rounds=1)
     _record(benchmark, "raw")
+
+
+def test_raw_click_env_with_observation(benchmark, env):
+    # What a learner on the raw env does each step: step, then read the next observation.
+    gen = torch.Generator().manual_seed(0)
+    state = env.initial_state(B, 0)
+
+    def round_():
+        nonlocal state
+        for _ in range(STEPS):
+            state, _, _ = env.step_autoreset(state, _actions(env.action_mask(state), gen))
+            env.observe(state)
+
+    benchmark.pedantic(round_, rounds=5, warmup_rounds=1)
+    _record(benchmark, "raw_with_observation")
 
 
 def test_gymnasium_vector_env(benchmark, env):

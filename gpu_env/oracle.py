@@ -94,6 +94,11 @@ def ritm_click(
         :class:`OracleClick` with ``Long[B]`` rows/cols and ``Bool[B]`` positive/has_error.
     """
     fn_sq, fp_sq = error_distances(pred, gt, not_clicked, chunk)
+    return _choose(fn_sq, fp_sq)
+
+
+def _choose(fn_sq: Tensor, fp_sq: Tensor) -> OracleClick:
+    """RITM's choice between the squared error distance maps (see the module docstring)."""
     width = fn_sq.shape[-1]
     fn_flat, fp_flat = fn_sq.flatten(1), fp_sq.flatten(1)
     fn_max, fp_max = fn_flat.amax(dim=1), fp_flat.amax(dim=1)
@@ -117,7 +122,13 @@ def first_click(gt: Tensor, not_clicked: Tensor | None = None, chunk: int | None
     the GT boundary (image border included), first in row-major order. Positive whenever ``gt``
     has a pixel; an empty ``gt`` gives RITM's negative click at (0, 0) with ``has_error`` False."""
     _check_masks(gt=gt, not_clicked=not_clicked)
-    return ritm_click(torch.zeros_like(gt), gt, not_clicked, chunk)
+    # ritm_click(zeros, gt, ...) with the work it does not need left out: on an empty
+    # prediction the false-positive map is all False, so its distances are all 0 and only the
+    # GT needs a distance transform (tests/test_oracle.py checks the two agree).
+    fn_sq = squared_edt(F.pad(gt, (1, 1, 1, 1), value=False), chunk)[:, 1:-1, 1:-1]
+    if not_clicked is not None:
+        fn_sq = torch.where(not_clicked, fn_sq, 0.0)
+    return _choose(fn_sq, torch.zeros_like(fn_sq))
 
 
 def click_to_action(click: OracleClick, height: int, width: int, grid_size: int = 32) -> Tensor:

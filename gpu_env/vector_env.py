@@ -118,16 +118,34 @@ class SAM2ClickVectorEnv(gymnasium.vector.VectorEnv):
             raise RuntimeError("call reset() before step()")
         a = self._actions(actions)
         nxt, out = self.env.step(self._state, a)
-        final_obs = self._obs(nxt)
         final_info = self._info(nxt)
         done = out["done"]
         self._state = self.env.reset(nxt, done)
-        info = self._info(self._state)
+        obs = self._obs(self._state)
         done_np = done.cpu().numpy()
-        info.update(final_obs=final_obs, _final_obs=done_np, final_info=final_info,
-                    _final_info=done_np)
-        return (self._obs(self._state), out["reward"].cpu().numpy(), out["terminated"].cpu().numpy(),
+        info = self._info(self._state)
+        info.update(final_obs=self._final_obs(nxt, obs, done_np), _final_obs=done_np,
+                    final_info=final_info, _final_info=done_np)
+        return (obs, out["reward"].cpu().numpy(), out["terminated"].cpu().numpy(),
                 out["truncated"].cpu().numpy(), info)
+
+    def _final_obs(self, nxt, obs, done: np.ndarray):
+        """``final_obs``: the observation of ``nxt`` (the state before the autoreset) in every
+        row. A row that did not finish was not reset, so its observation is the one in ``obs``;
+        only the finished rows are observed again (the observation is per row)."""
+        rows = np.flatnonzero(done)
+        if isinstance(obs, dict):
+            final = {k: v.copy() for k, v in obs.items()}
+        else:
+            final = obs.copy()
+        if rows.size:
+            last = self._obs(nxt[torch.from_numpy(rows).to(self.env.device)])
+            if isinstance(final, dict):
+                for k, v in final.items():
+                    v[rows] = last[k]
+            else:
+                final[rows] = last
+        return final
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode is None:

@@ -94,7 +94,8 @@ def test_vector_env_matches_click_env_step_for_step(env):
     state = env.initial_state(B, 4)
     fields = env_fields(env)
     gen = np.random.default_rng(0)
-    for _ in range(8):
+    finished = 0
+    for _ in range(env.config.max_clicks + 3):
         for k, v in to_numpy(env.observe(state), fields).items():
             assert np.array_equal(obs[k], v), k
         a = gen.integers(0, env.num_actions, B)
@@ -102,8 +103,13 @@ def test_vector_env_matches_click_env_step_for_step(env):
         state, out, final = env.step_autoreset(state, torch.from_numpy(a))
         assert np.array_equal(reward, out["reward"].numpy()) and np.array_equal(trunc, out["truncated"].numpy())
         done = out["done"].numpy()
-        final_np = to_numpy(final, fields)["observation"]
-        assert np.array_equal(info["final_obs"]["observation"][done], final_np[done])
+        assert np.array_equal(info["_final_obs"], done)
+        finished += done.sum()
+        # every row of final_obs is the observation before the autoreset (finished rows are
+        # observed again, the others are the new observation's rows)
+        for k, v in to_numpy(final, fields).items():
+            assert np.array_equal(info["final_obs"][k], v), k
+    assert finished >= B  # every row went through an autoreset at least once
 
 
 def test_vector_reset_takes_a_seed_list_and_honours_options_with_a_seed(env):

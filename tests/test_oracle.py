@@ -287,6 +287,30 @@ def test_first_click_is_deepest_gt_pixel():
     assert (click.rows[0], click.cols[0], click.positive[0], click.has_error[0]) == (0, 0, False, False)
 
 
+def test_first_click_is_the_oracle_on_an_empty_prediction():
+    gt = _blobs(12, 33, seed=5)
+    gt[0] = False
+    gt[1] = True
+    not_clicked = torch.rand(12, 33, 33, generator=torch.Generator().manual_seed(2)) > 0.1
+    not_clicked[2] = False  # every pixel clicked: no error left
+    for nc in (None, not_clicked):
+        got, ref = first_click(gt, nc), ritm_click(torch.zeros_like(gt), gt, nc)
+        for name in OracleClick._fields:
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 1), (4, 1, 7), (5, 9, 1), (6, 40, 37)])
+def test_cpu_running_min_max_equal_cummax_cummin(shape):
+    from gpu_env.edt import running_max, running_min_from_below
+
+    values = torch.randint(-50, 50, shape, generator=torch.Generator().manual_seed(shape[1]), dtype=torch.int32)
+    torch.testing.assert_close(running_max(values), values.cummax(dim=1).values, rtol=0, atol=0)
+    torch.testing.assert_close(running_min_from_below(values),
+                               values.flip(1).cummin(dim=1).values.flip(1), rtol=0, atol=0)
+    empty = values[:, :0]
+    assert running_max(empty).shape == empty.shape == running_min_from_below(empty).shape
+
+
 def test_oracle_rejects_bad_input():
     good = torch.zeros(2, 8, 8, dtype=torch.bool)
     with pytest.raises(ValueError, match="pred must be a Bool"):
