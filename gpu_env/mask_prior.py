@@ -77,9 +77,12 @@ class MaskPrior(nn.Module):
 
 
 @torch.no_grad()
-def prior_probabilities(prior: MaskPrior, rgb_uint8: Tensor, chunk: int = 128) -> Tensor:
+def prior_probabilities(prior: MaskPrior, rgb_uint8: Tensor, chunk: int = 32) -> Tensor:
     """``sigmoid(prior(rgb))`` for ``rgb_uint8 [N, 3, S, S]`` -> ``[N, 1, S, S]`` float32, in eval
-    mode (BatchNorm running statistics), chunked to bound memory."""
+    mode (BatchNorm running statistics), ``chunk`` images at a time. The chunk sets the speed,
+    not the values (equal bitwise for chunks of a few images or more; a chunk of one image runs
+    other convolution kernels and may differ in the last bit). On a CPU 32 images at 128 px keep
+    the activations in cache: 3.0 s against 5.2 s at 128 for 1,024 images (2 cores)."""
     was_training = prior.training
     prior.eval()
     out = [torch.sigmoid(prior(rgb_uint8[lo: lo + chunk].float() / 255.0).float())
@@ -111,6 +114,7 @@ def load_bundled_prior() -> tuple[MaskPrior, dict]:
     if not weights.is_file():
         raise FileNotFoundError(
             f"the bundled mask prior {weights} is missing from this installation; reinstall the "
-            f"package, or pass mask_prior='train' (train one on the data) or mask_prior=None.")
+            f"package, or pass a prior of your own (mask_prior=<MaskPrior or .safetensors path>) "
+            f"or mask_prior=None.")
     info = json.loads(record.read_text())
     return load_prior_weights(weights, width=int(info["recipe"]["width"])), info

@@ -229,3 +229,15 @@ def test_mask_prior_policy_forward_and_update_have_no_host_sync():
     with forbid_host_sync():
         stats = ppo_update(loss, opt, batch, cfg, generator=gen, lr=1e-3)
     assert torch.isfinite(stats["loss_objective"]).all()
+
+
+def test_prior_probabilities_do_not_depend_on_the_chunk():
+    from gpu_env.mask_prior import load_bundled_prior
+
+    prior, _ = load_bundled_prior()
+    rgb = torch.randint(0, 256, (37, 3, 64, 64), generator=torch.Generator().manual_seed(0),
+                        dtype=torch.uint8)
+    prior_probabilities(prior, rgb[:4])  # the first call of a process may pick other kernels
+    ref = prior_probabilities(prior, rgb, chunk=37)
+    for chunk in (5, 16, 32):  # a one-image chunk runs other conv kernels (see the docstring)
+        assert torch.equal(prior_probabilities(prior, rgb, chunk=chunk), ref), chunk
