@@ -27,6 +27,7 @@ from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
 from gpu_env.reset_options import check_options, image_index
 from gpu_env.rng import SEED_LIMIT, check_seed
+from gpu_env.state_spec import BOUNDARY, DICE, IMAGE_ID, NUM_CLICKS
 from sam_batch.config import SegmenterConfig
 from sam_batch.factory import build_segmenter
 
@@ -115,9 +116,9 @@ class SAM2ClickEnv(gymnasium.Env):
 
     def _info(self) -> dict:
         st = self._state
-        return {"dice": float(st["dice"][0]), "boundary": float(st["boundary"][0]),
-                "image_id": self.dataset.ids[int(st["image_id"][0])],
-                "num_clicks": int(st["num_clicks"][0])}
+        return {"dice": float(st[DICE][0]), "boundary": float(st[BOUNDARY][0]),
+                "image_id": self.dataset.ids[int(st[IMAGE_ID][0])],
+                "num_clicks": int(st[NUM_CLICKS][0])}
 
     def _obs(self) -> np.ndarray:
         return self.env.observe(self._state)[OBS][0].cpu().numpy()

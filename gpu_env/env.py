@@ -6,23 +6,8 @@ returned, gymnax-style. Nothing here reads a tensor value on the host: resets ar
 selects, image draws are gathers keyed by per-row counter-based RNG (``gpu_env.rng``), and the
 segmenter is called once per step for the whole batch.
 
-State keys (``B`` rows, ``K = max_clicks + 1`` click slots, ``M`` mask size, ``S`` obs size):
-
-==============  ===================  ====================================================
-``image_id``    ``[B]`` int64        index into the dataset
-``key``         ``[B]`` int64        per-episode RNG key (SplitMix64 counter)
-``points``      ``[B, K, 2]`` f32    clicks (x, y) in the segmenter's prompt frame
-``labels``      ``[B, K]`` int64     SAM2 labels: 1 fg, 0 bg, -1 unused slot
-``num_clicks``  ``[B]`` int64        valid slots (initial user click included)
-``step``        ``[B]`` int64        agent clicks so far
-``logits``      ``[B, 1, M, M]`` f32 previous low-res logits
-``mask``        ``[B, M, M]`` bool   current binary mask (``logits > 0``)
-``dice``        ``[B]`` f32          Dice of ``mask`` vs GT (low res)
-``boundary``    ``[B]`` f32          boundary metric of ``mask`` vs GT (low res)
-``heat``        ``[B, 2, S, S]`` f32 fg / bg click heatmaps
-``clicked``     ``[B, G*G]`` bool    grid cells clicked so far (initial click included)
-``episode``     ``[B]`` int64        episodes started in this row (for bookkeeping)
-==============  ===================  ====================================================
+The state's keys, shapes, dtypes, initial values and meanings are declared once, in
+``gpu_env.state_spec`` (``STATE``); code names them by its constants (``state[DICE]``).
 """
 
 from __future__ import annotations
@@ -38,6 +23,8 @@ from gpu_env import observation as O
 from gpu_env import oracle, rng
 from gpu_env.obs_spec import ACTION_MASK, GT_ERROR, IMAGE_EMBEDDING, MASK_PRIOR, OBS, PRIOR_CLICK, SAM_PROB
 from gpu_env.config import EnvConfig
+from gpu_env.state_spec import (BOUNDARY, CLICKED, DICE, EPISODE, HEAT, IMAGE_ID, KEY, LABELS,
+                                 LOGITS, MASK, NUM_CLICKS, POINTS, STEP, empty_state)
 from gpu_env.datasets.base import SegDataset
 from gpu_env.datasets.io import resize_images, resize_masks
 from gpu_env.metrics import dice as dice_score
@@ -166,29 +153,11 @@ class ClickEnv:
     def initial_state(self, batch_size: int, seed: int = 0) -> TensorDict:
         """A state of ``batch_size`` freshly reset rows; row ``i``'s draws depend only on
         ``(seed, i)`` and its own history."""
-        rows = torch.arange(batch_size, device=self.device)
-        K, S, G = self.config.max_points, self.config.obs_size, self.config.grid_size
-        M = self.mask_size
+        cfg = self.config
+        state = empty_state(batch_size, max_points=cfg.max_points, mask_size=self.mask_size,
+                            obs_size=cfg.obs_size, grid_size=cfg.grid_size, device=self.device)
+        state[KEY] = rng.row_keys(seed, torch.arange(batch_size, device=self.device))
         B = batch_size
-        state = TensorDict(
-            {
-                "image_id": torch.zeros(B, dtype=torch.int64, device=self.device),
-                "key": rng.row_keys(seed, rows),
-                "points": torch.zeros(B, K, 2, device=self.device),
-                "labels": torch.full((B, K), -1, dtype=torch.int64, device=self.device),
-                "num_clicks": torch.zeros(B, dtype=torch.int64, device=self.device),
-                "step": torch.zeros(B, dtype=torch.int64, device=self.device),
-                "logits": torch.zeros(B, 1, M, M, device=self.device),
-                "mask": torch.zeros(B, M, M, dtype=torch.bool, device=self.device),
-                "dice": torch.zeros(B, device=self.device),
-                "boundary": torch.zeros(B, device=self.device),
-                "heat": torch.zeros(B, 2, S, S, device=self.device),
-                "clicked": torch.zeros(B, G * G, dtype=torch.bool, device=self.device),
-                "episode": torch.full((B,), -1, dtype=torch.int64, device=self.device),
-            },
-            batch_size=[B],
-            device=self.device,
-        )
         return self.reset(state, torch.ones(B, dtype=torch.bool, device=self.device))
 
     @by_rows
@@ -199,23 +168,23 @@ class ClickEnv:
         episode is a gather of a per-image constant (``tests/reference/env_ref.reset_reference``
         builds them from the episode's definition instead; parity-tested bitwise)."""
         key, image_ids = self._draw(state, image_ids)
-        B, K = state["labels"].shape
+        B, K = state[LABELS].shape
         slot0 = torch.arange(K, device=self.device) == 0
         fresh = TensorDict(
             {
-                "image_id": image_ids,
-                "key": key,
-                "points": torch.where(slot0[None, :, None], self.first_point[image_ids][:, None], 0.0),
-                "labels": torch.where(slot0[None], 1, -1).expand(B, K),
-                "num_clicks": torch.ones(B, dtype=torch.int64, device=self.device),
-                "step": torch.zeros(B, dtype=torch.int64, device=self.device),
-                "logits": self.init_logits[image_ids],
-                "mask": self.init_mask[image_ids],
-                "dice": self.init_dice[image_ids],
-                "boundary": self.init_boundary[image_ids],
-                "heat": self.init_heat[image_ids],
-                "clicked": F.one_hot(self.first_cell[image_ids], self.config.grid_size ** 2).bool(),
-                "episode": state["episode"] + 1,
+                IMAGE_ID: image_ids,
+                KEY: key,
+                POINTS: torch.where(slot0[None, :, None], self.first_point[image_ids][:, None], 0.0),
+                LABELS: torch.where(slot0[None], 1, -1).expand(B, K),
+                NUM_CLICKS: torch.ones(B, dtype=torch.int64, device=self.device),
+                STEP: torch.zeros(B, dtype=torch.int64, device=self.device),
+                LOGITS: self.init_logits[image_ids],
+                MASK: self.init_mask[image_ids],
+                DICE: self.init_dice[image_ids],
+                BOUNDARY: self.init_boundary[image_ids],
+                HEAT: self.init_heat[image_ids],
+                CLICKED: F.one_hot(self.first_cell[image_ids], self.config.grid_size ** 2).bool(),
+                EPISODE: state[EPISODE] + 1,
             },
             batch_size=state.batch_size,
             device=self.device,
@@ -225,7 +194,7 @@ class ClickEnv:
     def _draw(self, state: TensorDict, image_ids: Tensor | None) -> tuple[Tensor, Tensor]:
         """Each row's advanced RNG key and its new episode's image (drawn from the pool with
         the row's key unless ``image_ids`` is given)."""
-        key, bits = rng.advance(state["key"])
+        key, bits = rng.advance(state[KEY])
         if image_ids is None:
             image_ids = self.image_pool[rng.randint_below(bits, self.image_pool.numel())]
         return key, image_ids.to(self.device, torch.int64)
@@ -233,11 +202,11 @@ class ClickEnv:
     # ------------------------------------------------------------------ dynamics
     def finished(self, state: TensorDict) -> tuple[Tensor, Tensor]:
         """``(terminated, truncated)`` of each row's episode as it stands."""
-        truncated = state["step"] >= self.config.max_clicks
+        truncated = state[STEP] >= self.config.max_clicks
         if self.config.target_dice is None:
             terminated = torch.zeros_like(truncated)
         else:
-            terminated = state["dice"] >= self.config.target_dice
+            terminated = state[DICE] >= self.config.target_dice
         return terminated, truncated & ~terminated
 
     def decode_action(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -260,39 +229,39 @@ class ClickEnv:
         cfg = self.config
         term0, trunc0 = self.finished(state)
         active = ~(term0 | trunc0)
-        K = state["labels"].shape[1]
-        slot = F.one_hot(state["num_clicks"].clamp(max=K - 1), K).bool() & active[:, None]
-        points = torch.where(slot[..., None], point[:, None], state["points"])
-        labels = torch.where(slot, label[:, None], state["labels"])
+        K = state[LABELS].shape[1]
+        slot = F.one_hot(state[NUM_CLICKS].clamp(max=K - 1), K).bool() & active[:, None]
+        points = torch.where(slot[..., None], point[:, None], state[POINTS])
+        labels = torch.where(slot, label[:, None], state[LABELS])
         use_prev = torch.full_like(active, cfg.use_mask_input)
         out = self.segmenter.decode(
-            state["image_id"], points, labels, mask_input=state["logits"],
+            state[IMAGE_ID], points, labels, mask_input=state[LOGITS],
             has_mask_input=use_prev, multimask=False,
         )
         logits = torch.where(active[:, None, None, None], out.logits.to(torch.float32),
-                             state["logits"])
+                             state[LOGITS])
         mask = logits[:, 0] > 0
-        ids = state["image_id"]
+        ids = state[IMAGE_ID]
         gt = self.gt[ids]
         dice = dice_score(mask, gt)
         boundary = boundary_score(mask, gt, cfg, tuple(t[ids] for t in self.gt_terms))
-        reward = step_reward(dice, state["dice"], boundary, state["boundary"], cfg.boundary_weight)
+        reward = step_reward(dice, state[DICE], boundary, state[BOUNDARY], cfg.boundary_weight)
         reward = torch.where(active, reward, 0.0)
-        heat = O.add_click(state["heat"], point, label, active, self.input_size, cfg.heatmap_sigma)
-        clicked = state["clicked"] | (F.one_hot(cell, cfg.grid_size ** 2).bool() & active[:, None])
+        heat = O.add_click(state[HEAT], point, label, active, self.input_size, cfg.heatmap_sigma)
+        clicked = state[CLICKED] | (F.one_hot(cell, cfg.grid_size ** 2).bool() & active[:, None])
         nxt = state.clone(recurse=False)
         nxt.update(
             {
-                "points": points,
-                "labels": labels,
-                "num_clicks": state["num_clicks"] + active.long(),
-                "step": state["step"] + active.long(),
-                "logits": logits,
-                "mask": mask,
-                "dice": torch.where(active, dice, state["dice"]),
-                "boundary": torch.where(active, boundary, state["boundary"]),
-                "heat": heat,
-                "clicked": clicked,
+                POINTS: points,
+                LABELS: labels,
+                NUM_CLICKS: state[NUM_CLICKS] + active.long(),
+                STEP: state[STEP] + active.long(),
+                LOGITS: logits,
+                MASK: mask,
+                DICE: torch.where(active, dice, state[DICE]),
+                BOUNDARY: torch.where(active, boundary, state[BOUNDARY]),
+                HEAT: heat,
+                CLICKED: clicked,
             }
         )
         terminated, truncated = self.finished(nxt)
@@ -302,8 +271,8 @@ class ClickEnv:
                 "terminated": terminated,
                 "truncated": truncated,
                 "done": terminated | truncated,
-                "dice": nxt["dice"],
-                "boundary": nxt["boundary"],
+                "dice": nxt[DICE],
+                "boundary": nxt[BOUNDARY],
             },
             batch_size=state.batch_size,
             device=self.device,
@@ -324,12 +293,12 @@ class ClickEnv:
         simulated-user mode fg only on cells with false negatives and bg only on cells with
         false positives (rows with no such cell fall back to every unclicked cell)."""
         G = self.config.grid_size
-        free = ~state["clicked"]
+        free = ~state[CLICKED]
         allowed = torch.cat((free, free), dim=1)
         if self.config.mode != "simulated_user":
             return allowed
-        gt = self.gt[state["image_id"]]
-        err = torch.stack((gt & ~state["mask"], ~gt & state["mask"]), dim=1).float()
+        gt = self.gt[state[IMAGE_ID]]
+        err = torch.stack((gt & ~state[MASK], ~gt & state[MASK]), dim=1).float()
         cells = F.adaptive_max_pool2d(err, G).flatten(2).bool()  # [B, 2, G*G]
         consistent = cells.flatten(1) & allowed
         any_ok = consistent.any(dim=1, keepdim=True)
@@ -340,15 +309,15 @@ class ClickEnv:
         """The observation TensorDict: the keys of ``config.observation_keys`` in that order
         (``gpu_env.obs_spec`` declares each key's shape, dtype and meaning; ``OBSERVERS`` maps
         each to the method computing it)."""
-        ids = state["image_id"]
+        ids = state[IMAGE_ID]
         obs = {key: self.OBSERVERS[key](self, state, ids) for key in self.config.observation_keys}
         return TensorDict(obs, batch_size=state.batch_size, device=self.device)
 
     def _planes(self, state: TensorDict, ids: Tensor) -> Tensor:
-        return O.six_channels(self.rgb[ids], state["mask"], state["heat"])
+        return O.six_channels(self.rgb[ids], state[MASK], state[HEAT])
 
     def _sam_prob(self, state: TensorDict, ids: Tensor) -> Tensor:
-        return O.resize_prob(state["logits"], self.config.obs_size)
+        return O.resize_prob(state[LOGITS], self.config.obs_size)
 
     def _image_embedding(self, state: TensorDict, ids: Tensor) -> Tensor:
         emb = self.segmenter.image_embedding(ids)
@@ -371,13 +340,13 @@ class ClickEnv:
 
     def _prior_click(self, state: TensorDict, ids: Tensor) -> Tensor:
         # observed only with the mask prior, whose check covers a missing prior
-        return prior_click_distance(self._mask_prior(state, ids), state["mask"],
+        return prior_click_distance(self._mask_prior(state, ids), state[MASK],
                                     self.config.grid_size)
 
     def _gt_error(self, state: TensorDict, ids: Tensor) -> Tensor:
         gt, S = self.gt[ids], self.config.obs_size
-        fn = O.resize_mask(gt & ~state["mask"], S)
-        fp = O.resize_mask(~gt & state["mask"], S)
+        fn = O.resize_mask(gt & ~state[MASK], S)
+        fp = O.resize_mask(~gt & state[MASK], S)
         return torch.stack((fn, fp), dim=1)
 
     def _action_mask(self, state: TensorDict, ids: Tensor) -> Tensor:

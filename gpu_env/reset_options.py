@@ -16,6 +16,7 @@ from tensordict import TensorDict
 from gpu_env import rng
 from gpu_env.env import ClickEnv
 from gpu_env.rng import SEED_LIMIT, check_seed
+from gpu_env.state_spec import KEY
 
 __all__ = ["check_options", "image_index", "reset_rows"]
 
@@ -78,5 +79,5 @@ def reset_rows(env: ClickEnv, state: TensorDict | None, B: int, seed: Any, optio
     state = state.clone(recurse=False)
     rows_t = torch.from_numpy(rows).to(dev)
     if seed is not None:  # reset advances the key once, as initial_state does after keying
-        state["key"] = torch.where(rows_t, _keys(seed, B, dev), state["key"])
+        state[KEY] = torch.where(rows_t, _keys(seed, B, dev), state[KEY])
     return env.reset(state, rows_t, ids)

@@ -14,6 +14,7 @@ from torchrl.envs import EnvBase
 
 from gpu_env.env import ClickEnv
 from gpu_env.obs_spec import ObsField, env_fields
+from gpu_env.state_spec import BOUNDARY, DICE
 
 
 class SAM2ClickTorchRLEnv(EnvBase):
@@ -50,13 +51,13 @@ class SAM2ClickTorchRLEnv(EnvBase):
 
     @property
     def state(self) -> TensorDict:
-        """The raw env state (read-only use; see ``gpu_env.env`` for its keys)."""
+        """The raw env state (read-only use; ``gpu_env.state_spec`` declares its keys)."""
         return self._state
 
     def _observation(self) -> TensorDict:
         td = self.env.observe(self._state)
-        td["dice"] = self._state["dice"]
-        td["boundary"] = self._state["boundary"]
+        td["dice"] = self._state[DICE]
+        td["boundary"] = self._state[BOUNDARY]
         return td
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:

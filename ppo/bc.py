@@ -19,6 +19,7 @@ from gpu_env import oracle
 from gpu_env.datasets.io import resize_masks
 from gpu_env import actions
 from gpu_env.env import ClickEnv
+from gpu_env.state_spec import CLICKED, IMAGE_ID, MASK
 from gpu_env.evaluation import OracleClicker
 
 
@@ -33,9 +34,9 @@ def oracle_actions(env: ClickEnv, state: TensorDict, obs: TensorDict,
         _, sam_label, cell = OracleClicker(grid=True)(env, state, obs)
     else:
         S, G = teacher_size, env.config.grid_size
-        gt = resize_masks(env.gt[state["image_id"]], S)
-        pred = resize_masks(state["mask"], S)
-        free = ~F.interpolate(state["clicked"].view(-1, 1, G, G).float(), size=(S, S),
+        gt = resize_masks(env.gt[state[IMAGE_ID]], S)
+        pred = resize_masks(state[MASK], S)
+        free = ~F.interpolate(state[CLICKED].view(-1, 1, G, G).float(), size=(S, S),
                               mode="nearest")[:, 0].bool()
         click = oracle.ritm_click(pred, gt, free)
         cell = actions.pixel_to_cell(click.rows, click.cols, S, S, G)

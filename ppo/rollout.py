@@ -16,6 +16,7 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from gpu_env.env import ClickEnv
+from gpu_env.state_spec import DICE, STEP
 from ppo.policies import LOGITS, STATE_VALUE, TRUNK_VALUE, ActorCritic
 
 ACTION = "action"
@@ -73,7 +74,7 @@ def shared_phase(env: ClickEnv, state: TensorDict) -> int | None:
     everywhere else. One host read; call it outside the rollout loop."""
     if env.config.target_dice is not None:
         return None
-    lo, hi = torch.aminmax(state["step"])
+    lo, hi = torch.aminmax(state[STEP])
     lo, hi = (int(v) for v in torch.stack((lo, hi)).tolist())
     return lo if lo == hi else None
 
@@ -112,7 +113,7 @@ def collect(env: ClickEnv, state: TensorDict, ac: ActorCritic, buffer: TensorDic
         stats.update(out["reward"], out["done"], out["dice"], initial_dice)
         if ends:
             state = env.reset(nxt, out["done"])
-            initial_dice = torch.where(out["done"], state["dice"], initial_dice)
+            initial_dice = torch.where(out["done"], state[DICE], initial_dice)
             obs = env.observe(state) if t < T - 1 else None
         else:  # no row is done: reset would return ``nxt`` bitwise unchanged
             state = nxt

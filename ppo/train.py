@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from gpu_env.obs_spec import ACTION_MASK
 from gpu_env.env import ClickEnv
+from gpu_env.state_spec import DICE, IMAGE_ID
 from sam_batch.atomic_io import atomic_write
 from ppo import distributed as dist_utils
 from ppo.checkpoint import CheckpointKeeper, capture_generators, restore_generators
@@ -141,7 +142,7 @@ class Trainer:
             self.env = CompiledStep(self.env)  # the env itself is left as it is
         self.optimizer = torch.optim.Adam(self.trainable(), lr=cfg.ppo.learning_rate, eps=1e-5)
         self.state = self.env.initial_state(self.local_envs, dist_utils.rank_seed(cfg.run.seed, self.ctx))
-        self.initial_dice = self.state["dice"].clone()
+        self.initial_dice = self.state[DICE].clone()
         self.stats = EpisodeStats(self.local_envs, self.device)
         self.nonfinite = torch.zeros(len(NONFINITE_WHERE), dtype=torch.bool, device=self.device)
         with torch.no_grad():
@@ -200,7 +201,7 @@ class Trainer:
             or TrainConfig.from_dict(json.loads(ck["config"])).data.shard_data == self.cfg.data.shard_data)
         if same_rows:
             mine = ck["ranks"][self.ctx.rank] if "ranks" in ck else ck
-            self.check_rows_fit(mine["env_state"]["image_id"])
+            self.check_rows_fit(mine["env_state"][IMAGE_ID])
             restore_generators({"sampler": self.generator}, mine["generators"])
             self.state = TensorDict(mine["env_state"], batch_size=[self.local_envs],
                                     device=self.device)
@@ -210,7 +211,7 @@ class Trainer:
             seed = dist_utils.rank_seed(self.cfg.run.seed + self.iteration, self.ctx)
             self.generator.manual_seed(seed)
             self.state = self.env.initial_state(self.local_envs, seed)
-            self.initial_dice = self.state["dice"].clone()
+            self.initial_dice = self.state[DICE].clone()
 
     def check_rows_fit(self, image_ids: torch.Tensor) -> None:
         """The saved env rows index training images; a split with fewer images than the

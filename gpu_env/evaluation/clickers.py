@@ -18,6 +18,7 @@ from torch import Tensor
 from gpu_env import oracle
 from gpu_env.obs_spec import ACTION_MASK
 from gpu_env.env import ClickEnv
+from gpu_env.state_spec import IMAGE_ID, LABELS, MASK, POINTS
 from gpu_env import actions
 from sam_batch.segmenter import points_from_pixels
 
@@ -34,9 +35,9 @@ class Clicker(Protocol):
 def clicked_pixels(env: ClickEnv, state: TensorDict) -> Tensor:
     """``[B, M, M]`` bool map of the low-res pixels holding a click so far."""
     M = env.mask_size
-    pix = ((state["points"] + 0.5) * (M / env.input_size) - 0.5).round().long().clamp(0, M - 1)
+    pix = ((state[POINTS] + 0.5) * (M / env.input_size) - 0.5).round().long().clamp(0, M - 1)
     flat = pix[..., 1] * M + pix[..., 0]  # [B, K]
-    valid = state["labels"] >= 0
+    valid = state[LABELS] >= 0
     # scatter_add (not scatter_) so an unused slot pointing at pixel 0 cannot erase a real click
     hits = torch.zeros(state.batch_size[0], M * M, dtype=torch.int32, device=env.device)
     hits.scatter_add_(1, flat, valid.int())
@@ -53,7 +54,7 @@ class OracleClicker:
         self.name = "oracle (grid)" if grid else "oracle"
 
     def __call__(self, env: ClickEnv, state: TensorDict, obs: TensorDict) -> Click:
-        return ritm_click_towards(env, state, env.gt[state["image_id"]], self.grid)
+        return ritm_click_towards(env, state, env.gt[state[IMAGE_ID]], self.grid)
 
 
 def ritm_click_towards(env: ClickEnv, state: TensorDict, target: Tensor, grid: bool = False) -> Click:
@@ -61,7 +62,7 @@ def ritm_click_towards(env: ClickEnv, state: TensorDict, target: Tensor, grid: b
     the oracle, a network's mask for the learned clicker), never on a clicked pixel; ``grid``
     snaps it to the centre of its action-grid cell."""
     M, G = env.mask_size, env.config.grid_size
-    c = oracle.ritm_click(state["mask"], target, ~clicked_pixels(env, state))
+    c = oracle.ritm_click(state[MASK], target, ~clicked_pixels(env, state))
     cell = actions.pixel_to_cell(c.rows, c.cols, M, M, G)
     if grid:
         point = actions.cell_point(cell, G, env.input_size)
@@ -84,7 +85,7 @@ class PriorClicker:
             raise ValueError("PriorClicker needs a mask prior installed in the env "
                              "(env.set_mask_prior / ppo.prior.attach_prior).")
         M = env.mask_size
-        prob = env.mask_prior[state["image_id"]]
+        prob = env.mask_prior[state[IMAGE_ID]]
         target = F.interpolate(prob, size=(M, M), mode="bilinear", align_corners=False)[:, 0] > 0.5
         return ritm_click_towards(env, state, target)
 

@@ -26,6 +26,16 @@ from gpu_env import metrics
 from gpu_env.datasets.base import SegDataset
 from gpu_env.env import ClickEnv
 from gpu_env.evaluation.clickers import Clicker
+from gpu_env.state_spec import (
+    BOUNDARY,
+    DICE,
+    IMAGE_ID,
+    LABELS,
+    LOGITS,
+    MASK,
+    NUM_CLICKS,
+    POINTS,
+)
 
 NOC_THRESHOLDS = (0.85, 0.90)
 
@@ -111,21 +121,21 @@ def evaluate_clicker(env: ClickEnv, dataset: SegDataset, clicker: Clicker | None
             if k > 0 and clicker is not None:
                 obs = env.observe(state)
                 state, _ = env.step_click(state, *clicker(env, state, obs))
-            gt = env.gt[state["image_id"]]
+            gt = env.gt[state[IMAGE_ID]]
             if original_resolution:
-                d_o, i_o = _orig_metrics(state["logits"], gts)
+                d_o, i_o = _orig_metrics(state[LOGITS], gts)
             else:
                 d_o = i_o = torch.full((b,), float("nan"), device=env.device)
-            row = {"dice": state["dice"], "iou": metrics.iou(state["mask"], gt),
-                   "boundary": state["boundary"], "dice_orig": d_o, "iou_orig": i_o}
+            row = {"dice": state[DICE], "iou": metrics.iou(state[MASK], gt),
+                   "boundary": state[BOUNDARY], "dice_orig": d_o, "iou_orig": i_o}
             for key, val in row.items():
                 cols[key][lo: lo + b, k] = val.detach().float().cpu().numpy()
             for j, r in enumerate(rec):
-                r["masks"].append(state["mask"][j].cpu().numpy())
-                r["dice"].append(float(state["dice"][j]))
-                nc = int(state["num_clicks"][j])
-                r["points"] = state["points"][j, :nc].cpu().numpy().tolist()
-                r["labels"] = state["labels"][j, :nc].cpu().numpy().tolist()
+                r["masks"].append(state[MASK][j].cpu().numpy())
+                r["dice"].append(float(state[DICE][j]))
+                nc = int(state[NUM_CLICKS][j])
+                r["points"] = state[POINTS][j, :nc].cpu().numpy().tolist()
+                r["labels"] = state[LABELS][j, :nc].cpu().numpy().tolist()
         episodes.extend(rec)
         bar.update(b)
     bar.close()
