@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from gpu_env.config import EnvConfig
 from gpu_env.datasets import SegDataset, is_synthetic, load_dataset
 from gpu_env.datasets.config import DataConfig
+from gpu_env.datasets.frame_cache import default_frame_cache
 from gpu_env.env import ClickEnv
 from gpu_env.mask_prior import load_bundled_prior, load_prior_weights, prior_probabilities
 from sam_batch.config import SegmenterConfig
@@ -40,21 +41,33 @@ def setting_names() -> list[str]:
     return sorted(_ENV | _SEGMENTER)
 
 
-def _dataset(dataset: Any, split: str, images: int | None, image_size: int) -> SegDataset:
+def _dataset(dataset: Any, split: str, images: int | None, image_size: int,
+             frame_cache: Any = None, progress: bool = False) -> SegDataset:
+    explicit_cache = frame_cache is not None and not (isinstance(frame_cache, str)
+                                                      and frame_cache == "auto")
     if isinstance(dataset, SegDataset):
         if images is not None:
             raise TypeError("images= sets how many synthetic frames to render; a SegDataset "
                             "given as dataset= already holds its images (pass its .subset(...)).")
+        if explicit_cache:
+            raise TypeError(f"frame_cache={str(frame_cache)!r} keeps rendered synthetic frames; "
+                            f"a SegDataset given as dataset= is not rendered (leave it out).")
         return dataset
     if not isinstance(dataset, str):
         raise TypeError(f"dataset must be a source string ('synthetic', 'kvasir:<folder>', an "
                         f"image/mask folder) or a SegDataset, got {type(dataset).__name__}.")
     if is_synthetic(dataset):
         count = DataConfig().train_images if images is None else images
-        return load_dataset(dataset, split=split, size=image_size, count=count)
+        if isinstance(frame_cache, str) and frame_cache == "auto":
+            frame_cache = default_frame_cache()
+        return load_dataset(dataset, split=split, size=image_size, count=count,
+                            frame_cache=frame_cache, progress=progress)
     if images is not None:
         raise TypeError(f"images={images} applies to synthetic data only; {dataset!r} is a "
                         f"folder (all of the split's images are used).")
+    if explicit_cache:
+        raise TypeError(f"frame_cache={str(frame_cache)!r} keeps rendered synthetic frames; "
+                        f"{dataset!r} is read from files (leave frame_cache out).")
     return load_dataset(dataset, split=split, size=image_size)
 
 
@@ -89,7 +102,7 @@ def _prior_maps(mask_prior: Any, env: ClickEnv, data: SegDataset) -> Tensor:
 def make(dataset: Any = "synthetic", *, split: str = "train", images: int | None = None,
          image_size: int | None = None, segmenter: str = "weightfree",
          mask_prior: Any = "auto", device: str | torch.device = "cpu", progress: bool = True,
-         **settings: Any) -> ClickEnv:
+         frame_cache: Any = "auto", **settings: Any) -> ClickEnv:
     """The batched click env; with no arguments, the task ``sam2click-train`` trains on.
 
     Args:
@@ -105,13 +118,17 @@ def make(dataset: Any = "synthetic", *, split: str = "train", images: int | None
         tensor of maps ``[N, 1, S, S]``, or None (no ``mask_prior``/``prior_click`` keys).
       device: where the env runs.
       progress: show progress bars while building.
+      frame_cache: where rendered synthetic frames are kept so that the next build loads them
+        instead of rendering (``gpu_env.datasets.frame_cache``): ``auto`` (the user's cache
+        folder, ``~/.cache/sam2click/frames``; ``$SAM2CLICK_CACHE_DIR`` moves it), a folder, or
+        None (render every time, write nothing). About 210 MB for the default 1,024 frames.
       **settings: ``EnvConfig`` and segmenter fields by name (``max_clicks=5``).
     """
     unknown = set(settings) - _ENV - _SEGMENTER
     if unknown:
         raise TypeError(f"unknown setting(s) {', '.join(sorted(unknown))}; the env takes "
                         f"{', '.join(setting_names())} (and dataset, split, images, image_size, "
-                        f"segmenter, mask_prior, device, progress).")
+                        f"segmenter, mask_prior, device, progress, frame_cache).")
     env_kw = {k: v for k, v in settings.items() if k in _ENV}
     if mask_prior is None:
         if env_kw.get("obs_mask_prior") or env_kw.get("obs_prior_click"):
@@ -123,7 +140,7 @@ def make(dataset: Any = "synthetic", *, split: str = "train", images: int | None
     seg_cfg = replace(SegmenterConfig(), kind=segmenter,
                       **{k: v for k, v in settings.items() if k in _SEGMENTER})
     size = DataConfig().image_size if image_size is None else image_size
-    data = _dataset(dataset, split, images, size)
+    data = _dataset(dataset, split, images, size, frame_cache, progress)
     device = torch.device(device)
     seg = build_segmenter(seg_cfg, data.images, device, image_ids=data.ids, split=split,
                           progress=progress)

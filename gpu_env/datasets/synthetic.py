@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .base import SegDataset
+from .frame_cache import cached_frames, entry_key
 from .io import DatasetError, check_nonempty, resize_images, resize_masks
 
 CHUNK = 16
@@ -277,10 +280,14 @@ def load_synthetic(
     seed: int = 0,
     orig_size: tuple[int, int] = DEFAULT_ORIG_SIZE,
     device: torch.device | str = "cpu",
+    frame_cache: str | Path | None = None,
+    progress: bool = False,
 ) -> SegDataset:
     """``count`` synthetic polyp frames of ``split``, rendered on ``device`` at ``orig_size``
     and resized to ``size`` (see ``io`` for the resize rules). Ids are ``syn-<split>-<i>``;
-    the name is ``synthetic`` for the default seed/orig_size, else it records both."""
+    the name is ``synthetic`` for the default seed/orig_size, else it records both.
+    ``frame_cache``: a folder where the working-size frames are kept and found again
+    (``gpu_env.datasets.frame_cache``; None renders every time). ``progress``: a progress bar."""
     if split not in SPLITS:
         raise DatasetError(f"synthetic split {split!r} does not exist; expected one of {SPLITS}.")
     if count < 1:
@@ -288,14 +295,25 @@ def load_synthetic(
     orig_size = (int(orig_size[0]), int(orig_size[1]))
     if min(orig_size) < 16 or size < 16:
         raise DatasetError(f"synthetic orig_size={orig_size}, size={size}; expected sides >= 16.")
-    images, masks = [], []
-    step = 4 * CHUNK  # a few chunks at a time bounds peak memory
-    for start in range(0, count, step):
-        img, msk = render_frames(seed, split, start, min(step, count - start), orig_size, device)
-        images.append(resize_images(img, size))
-        masks.append(resize_masks(msk, size))
+
+    def render() -> tuple[Tensor, Tensor]:
+        images, masks = [], []
+        step = 4 * CHUNK  # a few chunks at a time bounds peak memory
+        with tqdm(total=count, desc=f"rendering synthetic {split} frames", unit="frame",
+                  disable=not progress, leave=False) as bar:
+            for start in range(0, count, step):
+                n = min(step, count - start)
+                img, msk = render_frames(seed, split, start, n, orig_size, device)
+                images.append(resize_images(img, size))
+                masks.append(resize_masks(msk, size))
+                bar.update(n)
+        return torch.cat(images), torch.cat(masks)
+
+    key = entry_key(seed, split, count, size, orig_size)
+    images_t, masks_t = cached_frames(None if frame_cache is None else Path(frame_cache), key,
+                                      render, progress)
+    images_t, masks_t = images_t.to(device), masks_t.to(device)
     ids = [f"syn-{split}-{i}" for i in range(count)]
-    images_t, masks_t = torch.cat(images), torch.cat(masks)
     check_nonempty(masks_t, ids, f"synthetic seed={seed} split={split}")
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
