@@ -131,6 +131,56 @@ def first_click(gt: Tensor, not_clicked: Tensor | None = None, chunk: int | None
     return _choose(fn_sq, torch.zeros_like(fn_sq))
 
 
+def first_click_in_boxes(gt: Tensor, group: int = 16) -> OracleClick:
+    """:func:`first_click` (no clicked pixels), computed on each GT's bounding box: the same
+    clicks, for a small fraction of the work, with host reads. For one-off precomputation
+    (``ClickEnv``'s per-image first clicks), not for a step.
+
+    The nearest background pixel of a GT pixel lies within the box grown by one pixel (a pixel
+    outside it is never nearer than the ring pixel that clamps it to the box), so the distance
+    transform of that crop is exact inside the box, and every pixel outside is background
+    (distance 0). Crops are taken in order of size, ``group`` at a time, zero-padded to the
+    group's largest (more background beyond the ring changes nothing). For the synthetic GT
+    masks this is ~4 s -> ~0.3 s for 1,024 images at 256 px on 2 cores; ``tests/test_oracle.py``
+    checks it against :func:`first_click`.
+    """
+    _check_masks(gt=gt)
+    batch, height, width = gt.shape
+    device = gt.device
+    rows_any, cols_any = gt.any(dim=2), gt.any(dim=1)
+    ys = torch.arange(height, device=device)
+    xs = torch.arange(width, device=device)
+    boxes = torch.stack((torch.where(rows_any, ys, height).amin(1) if batch else ys[:0],
+                         torch.where(rows_any, ys, -1).amax(1) if batch else ys[:0],
+                         torch.where(cols_any, xs, width).amin(1) if batch else xs[:0],
+                         torch.where(cols_any, xs, -1).amax(1) if batch else xs[:0]), 1).cpu()
+    rows = torch.zeros(batch, dtype=torch.int64)
+    cols = torch.zeros(batch, dtype=torch.int64)
+    found = torch.zeros(batch, dtype=torch.bool)
+    extent = (boxes[:, 1] - boxes[:, 0] + 1).clamp(min=0), (boxes[:, 3] - boxes[:, 2] + 1).clamp(min=0)
+    nonempty = torch.nonzero(extent[0] > 0).flatten()
+    order = nonempty[torch.argsort(torch.maximum(extent[0], extent[1])[nonempty], stable=True)]
+    for lo in range(0, len(order), group):
+        ids = order[lo:lo + group].tolist()
+        box_h = int(extent[0][ids].max()) + 2
+        box_w = int(extent[1][ids].max()) + 2
+        crops = torch.zeros(len(ids), box_h, box_w, dtype=torch.bool, device=device)
+        for j, b in enumerate(ids):
+            y0, y1, x0, x1 = boxes[b].tolist()
+            crops[j, 1:y1 - y0 + 2, 1:x1 - x0 + 2] = gt[b, y0:y1 + 1, x0:x1 + 1]
+        dist = squared_edt(crops).flatten(1)
+        best = dist.amax(dim=1, keepdim=True)
+        index = torch.arange(dist.shape[1], device=device)
+        first = torch.where(dist == best, index, dist.shape[1]).amin(dim=1).cpu()
+        ids_t = torch.tensor(ids)
+        rows[ids_t] = boxes[ids_t, 0] + torch.div(first, box_w, rounding_mode="floor") - 1
+        cols[ids_t] = boxes[ids_t, 2] + first % box_w - 1
+        found[ids_t] = True
+    found = found.to(device)
+    return OracleClick(rows=rows.to(device), cols=cols.to(device), positive=found.clone(),
+                       has_error=found)
+
+
 def click_to_action(click: OracleClick, height: int, width: int, grid_size: int = 32) -> Tensor:
     """``Long[B]`` agent action for an oracle click: ``label * grid_size**2 + cell`` with label 0
     for a positive (foreground) click and 1 for a negative one (docs/design.md action coding)."""

@@ -311,6 +311,24 @@ def test_cpu_running_min_max_equal_cummax_cummin(shape):
     assert running_max(empty).shape == empty.shape == running_min_from_below(empty).shape
 
 
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (33, 33), (40, 29)])
+def test_first_click_in_boxes_equals_first_click(size):
+    from gpu_env.oracle import first_click_in_boxes
+
+    h, w = size
+    gen = torch.Generator().manual_seed(h * 100 + w)
+    cases = [torch.rand(37, h, w, generator=gen) > q for q in (0.3, 0.9, 0.99)]
+    cases.append(_adversarial_masks(h, w))
+    if h == w and h > 8:
+        cases.append(_blobs(45, h, seed=h))
+    for gt in cases:
+        got, ref = first_click_in_boxes(gt, group=5), first_click(gt)
+        for name in OracleClick._fields:
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=0, atol=0)
+    empty = torch.zeros(0, h, w, dtype=torch.bool)
+    assert first_click_in_boxes(empty).rows.shape == (0,)
+
+
 def test_oracle_rejects_bad_input():
     good = torch.zeros(2, 8, 8, dtype=torch.bool)
     with pytest.raises(ValueError, match="pred must be a Bool"):
