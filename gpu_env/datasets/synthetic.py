@@ -129,10 +129,15 @@ def _cubic_matrix(n_in: int, n_out: int, device: torch.device) -> Tensor:
     return cols[:, 0, :, 0].T.contiguous()
 
 
-def _upsample(grid: Tensor, H: int, W: int) -> Tensor:
-    """Smooth ``[n, C, h, w]`` noise grid -> ``[n, C, H, W]`` (bicubic)."""
-    uy = _cubic_matrix(grid.shape[-2], H, grid.device)
-    ux = _cubic_matrix(grid.shape[-1], W, grid.device)
+def _upsample(grid: Tensor, H: int, W: int, matrices: dict) -> Tensor:
+    """Smooth ``[n, C, h, w]`` noise grid -> ``[n, C, H, W]`` (bicubic). ``matrices`` keeps the
+    resampling matrices of one ``render_frames`` call (built once, not per sub-batch)."""
+    h, w = grid.shape[-2:]
+    if (h, H) not in matrices:
+        matrices[h, H] = _cubic_matrix(h, H, grid.device)
+    if (w, W) not in matrices:
+        matrices[w, W] = _cubic_matrix(w, W, grid.device)
+    uy, ux = matrices[h, H], matrices[w, W]
     return torch.matmul(torch.matmul(uy, grid), ux.T)
 
 
@@ -143,18 +148,19 @@ def _bump(z: Tensor) -> Tensor:
     return torch.exp(-(z**2).clamp(max=87.0))
 
 
-def _render(p: dict[str, Tensor], H: int, W: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def _render(p: dict[str, Tensor], H: int, W: int, device: torch.device, matrices: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Frames from parameters: ``[n, 3, H, W]`` uint8, ``[n, H, W]`` bool, pixel noise seedless.
 
     Returns (images, masks, fov) where fov is the ``[n, H, W]`` visible area.
     """
+    matrices = {} if matrices is None else matrices
     used = [bool(p["present"][:, j].any()) for j in range(MAX_POLYPS)]  # on the host, before the copy
     p = {k: v.to(device) for k, v in p.items()}
     n, aspect = p["lumen_r"].shape[0], W / H
     col = lambda v: v.view(n, 1, 1)  # noqa: E731 -- per-frame scalar against [n, H, W]
     ys = torch.linspace(-1 + 1 / H, 1 - 1 / H, H, device=device).view(1, H, 1)
     xs = torch.linspace(-aspect + aspect / W, aspect - aspect / W, W, device=device).view(1, 1, W)
-    lo, mid, hi = _upsample(p["grid_lo"], H, W), _upsample(p["grid_mid"], H, W), _upsample(p["grid_hi"], H, W)
+    lo, mid, hi = (_upsample(p[k], H, W, matrices) for k in ("grid_lo", "grid_mid", "grid_hi"))
 
     # Colon wall: slope away from the lumen + folds around it (log-spaced = perspective) + bumps.
     lx, ly = col(p["lumen_xy"][:, 0]), col(p["lumen_xy"][:, 1])
@@ -256,6 +262,7 @@ def render_frames(
     device = torch.device(device)
     first, last = start // CHUNK, (start + count - 1) // CHUNK
     images, masks = [], []
+    matrices: dict = {}
     for chunk in range(first, last + 1):
         gen = torch.Generator(device="cpu").manual_seed(_chunk_seed(seed, split, chunk))
         params = _draw(gen, CHUNK, W / H)
@@ -265,7 +272,7 @@ def render_frames(
         sub = CHUNK if device.type != "cpu" else _CPU_SUB_BATCH
         for i in range(0, CHUNK, sub):
             part = {k: v[i:i + sub] for k, v in params.items()}
-            rgb, mask, fov = _render(part, H, W, device)
+            rgb, mask, fov = _render(part, H, W, device, matrices)
             rgb = rgb + grain[i:i + sub].to(device) * part["noise"].to(device).view(-1, 1, 1, 1) * fov[:, None]
             images.append((rgb.clamp(0, 1) ** (1 / 1.15) * 255).round().to(torch.uint8))  # display gamma
             masks.append(mask)
