@@ -89,6 +89,12 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
 
 
+def _channel_norm(x: Tensor) -> Tensor:
+    """``x.norm(dim=1)`` with the channels moved last first: the same values (one reduction per
+    pixel, in channel order), ~15x faster on a CPU than reducing over a strided dimension."""
+    return torch.linalg.vector_norm(x.movedim(1, -1).contiguous(), dim=-1)
+
+
 def colour_features(images: Tensor, cfg: GeodesicConfig) -> Tensor:
     """``[N, 3, S, S]`` uint8 -> ``[N, 4, R, R]`` float features (chromaticity + log intensity),
     scaled so that the mean distance to the image's mean feature is 1."""
@@ -96,7 +102,7 @@ def colour_features(images: Tensor, cfg: GeodesicConfig) -> Tensor:
     x = _gaussian_blur(x, cfg.blur_sigma)
     total = x.sum(1, keepdim=True).clamp(min=1e-3)
     f = torch.cat((3 * x / total, cfg.intensity_weight * torch.log(total / 3 + 0.02)), 1)
-    spread = (f - f.mean((2, 3), keepdim=True)).norm(dim=1).mean((1, 2))
+    spread = _channel_norm(f - f.mean((2, 3), keepdim=True)).mean((1, 2))
     return f / spread.clamp(min=1e-4).view(-1, 1, 1, 1)
 
 
@@ -168,7 +174,7 @@ class GeodesicSegmenter:
         feats = torch.cat([colour_features(images[i:i + 256], config) for i in range(0, self.num_images, 256)])
         self._feats = feats.flatten(2).contiguous()  # [N, C, R*R]
         median = self._feats.median(-1).values  # the typical wall colour
-        self._d_median = (self._feats - median[..., None]).norm(dim=1)  # [N, R*R]
+        self._d_median = _channel_norm(self._feats - median[..., None])  # [N, R*R]
         self._sq_norm = (self._feats * self._feats).sum(1)  # [N, R*R]
         self._upsample = bilinear_matrix(R, self.mask_size, self.device)  # [M, R]
         border = torch.full((R, R), _FAR, device=self.device)

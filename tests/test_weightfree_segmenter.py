@@ -284,3 +284,11 @@ def test_dice_table_on_200_val_frames():
     print("\nmean Dice after 1..6 oracle clicks (200 synthetic val frames):",
           " ".join(f"{x:.3f}" for x in table))
     assert (np.diff(table) > 0).all() and table[4] >= 0.85
+
+
+def test_channel_norm_equals_torch_norm_over_channels():
+    from sam_batch.geodesic import _channel_norm
+
+    x = torch.randn(7, 4, 33, 17, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(_channel_norm(x), x.norm(dim=1))
+    assert torch.equal(_channel_norm(x.flatten(2)), x.flatten(2).norm(dim=1))
