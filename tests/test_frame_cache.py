@@ -108,6 +108,7 @@ def test_the_key_follows_the_renderer_source():
     h.update(source)
     h.update(Path(syn.__file__).with_name("io.py").read_bytes())
     assert key["renderer"] == h.hexdigest() and key["torch"] == torch.__version__
+    assert key["backend"] == f"cpu:{torch.backends.cpu.get_cpu_capability()}"
 
 
 def test_default_folder_honours_the_environment(monkeypatch, tmp_path):

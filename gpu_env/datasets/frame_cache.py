@@ -1,7 +1,8 @@
 """A disk cache of rendered synthetic frames, so that building an env a second time skips the
 renderer (about 10 s for the 1,024 frames of the training split on a 2-core CPU).
 
-One entry per (seed, split, count, working size, original size, renderer, torch version): the
+One entry per (seed, split, count, working size, original size, renderer, torch version, and
+the device and CPU instruction set that render, which can change the last bits): the
 working-size images (``uint8``) and masks (bit-packed) in ``<key>.npz`` and a record
 ``<key>.json`` with what they are and a BLAKE2 checksum of both arrays. The key hashes the
 source of the renderer and of the resize code, so editing either makes new entries instead of
@@ -52,11 +53,21 @@ def _renderer_digest() -> str:
     return h.hexdigest()
 
 
-def entry_key(seed: int, split: str, count: int, size: int, orig_size: tuple[int, int]) -> dict:
+def _renderer_backend(device: torch.device) -> str:
+    """Where the frames are rendered, as far as it can change their last bits: the device type
+    and the CPU's vector instruction set torch dispatches to (or the GPU's name)."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"{device.type}:{torch.backends.cpu.get_cpu_capability()}"
+
+
+def entry_key(seed: int, split: str, count: int, size: int, orig_size: tuple[int, int],
+              device: torch.device | str = "cpu") -> dict:
     """What an entry depends on (its record holds this; its file name hashes it)."""
     return {"format": _FORMAT, "seed": int(seed), "split": split, "count": int(count),
             "size": int(size), "orig_size": [int(orig_size[0]), int(orig_size[1])],
-            "renderer": _renderer_digest(), "torch": torch.__version__}
+            "renderer": _renderer_digest(), "torch": torch.__version__,
+            "backend": _renderer_backend(torch.device(device))}
 
 
 def _checksum(images: np.ndarray, packed: np.ndarray) -> str:

@@ -316,7 +316,7 @@ def load_synthetic(
                 bar.update(n)
         return torch.cat(images), torch.cat(masks)
 
-    key = entry_key(seed, split, count, size, orig_size)
+    key = entry_key(seed, split, count, size, orig_size, device)
     images_t, masks_t = cached_frames(None if frame_cache is None else Path(frame_cache), key,
                                       render, progress)
     images_t, masks_t = images_t.to(device), masks_t.to(device)
