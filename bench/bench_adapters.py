@@ -29,7 +29,7 @@ RATES: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def env():
-    return make(images=64, progress=False)
+    return make(images=64, progress=False, frame_cache=None)  # a benchmark leaves no cache behind
 
 
 def _actions(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
