@@ -143,14 +143,7 @@ class SAM2ClickEnv(gymnasium.Env):
         return self._obs(), self._info()
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if self._state is None:
-            raise RuntimeError("call reset() before step()")
-        a = self.env.validate_action(torch.tensor([scalar_action(action, self.env.num_actions)],
-                                                  device=self.env.device), 1)
-        term0, trunc0 = self.env.finished(self._state)
-        if bool(term0[0] | trunc0[0]):
-            raise RuntimeError("episode is over (done or truncated): call reset()")
-        self._state, out = self.env.step(self._state, a)
+        self._state, out = step_one(self.env, self._state, action)
         return (self._obs(), float(out["reward"][0]), bool(out["terminated"][0]),
                 bool(out["truncated"][0]), self._info())
 
@@ -192,6 +185,19 @@ def scalar_action(action: Any, num_actions: int) -> int:
     if not 0 <= int(action) < num_actions:  # checked in Python: 10**20 fits no int64 tensor
         raise ValueError(f"action {int(action)} is out of range: expected 0 <= a < {num_actions}.")
     return int(action)
+
+
+def step_one(env: ClickEnv, state: Any, action: Any) -> tuple[Any, Any]:
+    """``env.step`` of a one-episode state (B = 1) for the single-episode Gymnasium envs: the
+    action checked by :func:`scalar_action`, refused before ``reset()`` and once the episode is
+    over. Returns ``(state, out)``."""
+    if state is None:
+        raise RuntimeError("call reset() before step()")
+    a = torch.tensor([scalar_action(action, env.num_actions)], device=env.device)
+    term0, trunc0 = env.finished(state)
+    if bool(term0[0] | trunc0[0]):
+        raise RuntimeError("episode is over (terminated or truncated): call reset()")
+    return env.step(state, a)
 
 
 def _env_config(grid_size: int, max_clicks: int, obs_size: int, **env_kwargs):

@@ -25,7 +25,7 @@ from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 from tensordict import TensorDict
 
-from gpu_env.compat import render_rgb, scalar_action
+from gpu_env.compat import render_rgb, step_one
 from gpu_env.env import ClickEnv
 from gpu_env.obs_spec import OBS, ObsField, env_fields
 from gpu_env.vector_env import SAM2ClickVectorEnv
@@ -119,13 +119,7 @@ class ClickGymEnv(gymnasium.Env):
         return self._obs(), self._info()
 
     def step(self, action: Any):
-        if self._state is None:
-            raise RuntimeError("call reset() before step()")
-        a = torch.tensor([scalar_action(action, self.env.num_actions)], device=self.env.device)
-        term0, trunc0 = self.env.finished(self._state)
-        if bool(term0[0] | trunc0[0]):
-            raise RuntimeError("episode is over (terminated or truncated): call reset()")
-        self._state, out = self.env.step(self._state, a)
+        self._state, out = step_one(self.env, self._state, action)
         return (self._obs(), float(out["reward"][0]), bool(out["terminated"][0]),
                 bool(out["truncated"][0]), self._info())
 
