@@ -46,7 +46,7 @@ def _record(benchmark, name: str) -> None:
         benchmark.extra_info["ratio_to_raw_with_observation"] = RATES["raw_with_observation"] / RATES[name]
 
 
-def test_raw_click_env(benchmark, env):
+def _raw(benchmark, env, observe: bool) -> None:
     gen = torch.Generator().manual_seed(0)
     state = env.initial_state(B, 0)
 
@@ -54,23 +54,20 @@ def test_raw_click_env(benchmark, env):
         nonlocal state
         for _ in range(STEPS):
             state, _, _ = env.step_autoreset(state, _actions(env.action_mask(state), gen))
+            if observe:
+                env.observe(state)
 
     benchmark.pedantic(round_, rounds=5, warmup_rounds=1)
+
+
+def test_raw_click_env(benchmark, env):
+    _raw(benchmark, env, observe=False)
     _record(benchmark, "raw")
 
 
 def test_raw_click_env_with_observation(benchmark, env):
     # What a learner on the raw env does each step: step, then read the next observation.
-    gen = torch.Generator().manual_seed(0)
-    state = env.initial_state(B, 0)
-
-    def round_():
-        nonlocal state
-        for _ in range(STEPS):
-            state, _, _ = env.step_autoreset(state, _actions(env.action_mask(state), gen))
-            env.observe(state)
-
-    benchmark.pedantic(round_, rounds=5, warmup_rounds=1)
+    _raw(benchmark, env, observe=True)
     _record(benchmark, "raw_with_observation")
 
 
