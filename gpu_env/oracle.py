@@ -147,35 +147,31 @@ def first_click_in_boxes(gt: Tensor, group: int = 16) -> OracleClick:
     _check_masks(gt=gt)
     batch, height, width = gt.shape
     device = gt.device
-    rows_any, cols_any = gt.any(dim=2), gt.any(dim=1)
-    ys = torch.arange(height, device=device)
-    xs = torch.arange(width, device=device)
-    boxes = torch.stack((torch.where(rows_any, ys, height).amin(1) if batch else ys[:0],
-                         torch.where(rows_any, ys, -1).amax(1) if batch else ys[:0],
-                         torch.where(cols_any, xs, width).amin(1) if batch else xs[:0],
-                         torch.where(cols_any, xs, -1).amax(1) if batch else xs[:0]), 1).cpu()
+
+    def span(occupied: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """First and last True index along dim 1 (``n`` and -1 where there is none)."""
+        index = torch.arange(n, device=device)
+        return torch.where(occupied, index, n).amin(1), torch.where(occupied, index, -1).amax(1)
+
+    boxes = torch.stack((*span(gt.any(dim=2), height), *span(gt.any(dim=1), width)), 1).cpu()
+    heights = (boxes[:, 1] - boxes[:, 0] + 1).clamp(min=0)
+    widths = (boxes[:, 3] - boxes[:, 2] + 1).clamp(min=0)
     rows = torch.zeros(batch, dtype=torch.int64)
     cols = torch.zeros(batch, dtype=torch.int64)
     found = torch.zeros(batch, dtype=torch.bool)
-    extent = (boxes[:, 1] - boxes[:, 0] + 1).clamp(min=0), (boxes[:, 3] - boxes[:, 2] + 1).clamp(min=0)
-    nonempty = torch.nonzero(extent[0] > 0).flatten()
-    order = nonempty[torch.argsort(torch.maximum(extent[0], extent[1])[nonempty], stable=True)]
+    nonempty = torch.nonzero(heights > 0).flatten()
+    order = nonempty[torch.argsort(torch.maximum(heights, widths)[nonempty], stable=True)]
     for lo in range(0, len(order), group):
-        ids = order[lo:lo + group].tolist()
-        box_h = int(extent[0][ids].max()) + 2
-        box_w = int(extent[1][ids].max()) + 2
-        crops = torch.zeros(len(ids), box_h, box_w, dtype=torch.bool, device=device)
-        for j, b in enumerate(ids):
-            y0, y1, x0, x1 = boxes[b].tolist()
-            crops[j, 1:y1 - y0 + 2, 1:x1 - x0 + 2] = gt[b, y0:y1 + 1, x0:x1 + 1]
-        dist = squared_edt(crops).flatten(1)
-        best = dist.amax(dim=1, keepdim=True)
-        index = torch.arange(dist.shape[1], device=device)
-        first = torch.where(dist == best, index, dist.shape[1]).amin(dim=1).cpu()
-        ids_t = torch.tensor(ids)
-        rows[ids_t] = boxes[ids_t, 0] + torch.div(first, box_w, rounding_mode="floor") - 1
-        cols[ids_t] = boxes[ids_t, 2] + first % box_w - 1
-        found[ids_t] = True
+        ids = order[lo:lo + group]
+        crops = torch.zeros(len(ids), int(heights[ids].max()) + 2, int(widths[ids].max()) + 2,
+                            dtype=torch.bool, device=device)
+        for j, (y0, y1, x0, x1) in enumerate(boxes[ids].tolist()):
+            crops[j, 1:y1 - y0 + 2, 1:x1 - x0 + 2] = gt[int(ids[j]), y0:y1 + 1, x0:x1 + 1]
+        dist = squared_edt(crops)
+        click = _choose(dist, torch.zeros_like(dist))  # the crop's first click, in crop pixels
+        rows[ids] = boxes[ids, 0] + click.rows.cpu() - 1
+        cols[ids] = boxes[ids, 2] + click.cols.cpu() - 1
+        found[ids] = True
     found = found.to(device)
     return OracleClick(rows=rows.to(device), cols=cols.to(device), positive=found.clone(),
                        has_error=found)
