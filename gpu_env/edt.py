@@ -67,10 +67,7 @@ def running_max(values: Tensor) -> Tensor:
     """
     if values.is_cuda or values.shape[1] == 0:
         return values.cummax(dim=1).values
-    out = values.clone()
-    for y in range(1, out.shape[1]):
-        torch.maximum(out[:, y], out[:, y - 1], out=out[:, y])
-    return out
+    return _row_scan(values, torch.maximum, upwards=False)
 
 
 def running_min_from_below(values: Tensor) -> Tensor:
@@ -78,9 +75,17 @@ def running_min_from_below(values: Tensor) -> Tensor:
     (``values.flip(1).cummin(dim=1).values.flip(1)``; CPU row loop as in :func:`running_max`)."""
     if values.is_cuda or values.shape[1] == 0:
         return values.flip(1).cummin(dim=1).values.flip(1)
+    return _row_scan(values, torch.minimum, upwards=True)
+
+
+def _row_scan(values: Tensor, combine, upwards: bool) -> Tensor:
+    """Row ``y`` of the result is ``combine`` of row ``y`` and the previous result row (the one
+    above, or the one below when ``upwards``), in place on a copy: one op per row."""
     out = values.clone()
-    for y in range(out.shape[1] - 2, -1, -1):
-        torch.minimum(out[:, y], out[:, y + 1], out=out[:, y])
+    height = out.shape[1]
+    previous = 1 if upwards else -1
+    for y in (range(height - 2, -1, -1) if upwards else range(1, height)):
+        combine(out[:, y], out[:, y + previous], out=out[:, y])
     return out
 
 
