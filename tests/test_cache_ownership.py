@@ -6,7 +6,6 @@ named, refused on load and re-encoded alone."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from sam_batch.cache import (CacheError, CacheMismatchError, ForeignFolderError, encode_to_cache,
                              load_cache, partial_dir)
 from references.sam_fixtures import TINY_CONFIG, synthetic_images, tiny_model
+from tests.folders import copy_folder, snapshot
 
 SIZE = 128
 FP = "random:sam2.1_hiera_t:0:128"
@@ -41,13 +41,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory, model, images) -> Path:
 
 
 def _copy(clean: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "cache"
-    shutil.copytree(clean, out)
-    return out
-
-
-def _snapshot(d: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    return copy_folder(clean, tmp_path, "cache")
 
 
 def _run_folder(d: Path) -> dict[str, bytes]:
@@ -57,7 +51,7 @@ def _run_folder(d: Path) -> dict[str, bytes]:
     for name, data in {"best.pt": b"best", "last.pt": b"last", "ckpt_3.pt": b"3",
                        "config.json": b"{}", "eval/results.json": b"[]", "tb/events": b"e"}.items():
         (d / name).write_bytes(data)
-    return _snapshot(d)
+    return snapshot(d)
 
 
 # ---- folders that are not a cache ----------------------------------------------------------
@@ -72,7 +66,7 @@ def test_a_folder_holding_other_files_is_never_written(tmp_path: Path, model, im
                                                  r"best\.pt, ckpt_3\.pt, config\.json, eval/.*"
                                                  r"--overwrite does not change that.*--out"):
         encode_to_cache(model, images[:3], IDS, out, overwrite=overwrite, **KW)
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     assert not partial_dir(out).exists()
 
 
@@ -80,10 +74,10 @@ def test_a_note_beside_a_cache_makes_the_folder_foreign(tmp_path: Path, clean: P
                                                         images) -> None:
     out = _copy(clean, tmp_path)
     (out / "notes.txt").write_text("keep me")
-    before = _snapshot(out)
+    before = snapshot(out)
     with pytest.raises(ForeignFolderError, match="notes.txt"):
         encode_to_cache(model, images[:3], IDS, out, overwrite=True, **KW)
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 def test_a_partial_folder_holding_other_files_is_refused(tmp_path: Path, model, images) -> None:
@@ -113,7 +107,7 @@ def test_embed_command_refuses_a_run_folder_before_any_work(tmp_path: Path,
     assert main(args + ["--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "is not a feature cache folder" in err and "best.pt" in err and "RANDOM" not in err
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 # ---- a cache of another job ----------------------------------------------------------------
@@ -129,12 +123,12 @@ def test_a_cache_of_another_job_is_refused_unless_overwrite(tmp_path: Path, mode
                                                             change: dict, named: str) -> None:
     out = tmp_path / "cache"
     encode_to_cache(model, images[:3], IDS, out, **{**KW, "extra_meta": {"split": "train"}})
-    before = _snapshot(out)
+    before = snapshot(out)
     kw = {**KW, "extra_meta": {"split": "train"}, **change}
     with pytest.raises(CacheMismatchError, match=named + r".*Nothing was changed.*"
                                                  r"sam2click-embed --overwrite"):
         encode_to_cache(model, images[:3], IDS, out, **kw)
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     meta = encode_to_cache(model, images[:3], IDS, out, overwrite=True, **kw)
     assert load_cache(out).meta == meta and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
@@ -165,7 +159,7 @@ def test_missing_done_mask_is_named_and_repaired(tmp_path: Path, clean: Path, mo
     notes: list[str] = []
     encode_to_cache(model, images[:3], IDS, out, notes=notes, **KW)
     assert any("done.npy was missing; rewritten" in n for n in notes), notes
-    assert _snapshot(out) == _snapshot(clean)
+    assert snapshot(out) == snapshot(clean)
     notes.clear()
     encode_to_cache(model, images[:3], IDS, out, notes=notes, **KW)
     assert notes == []  # sound: nothing to say
@@ -201,7 +195,7 @@ def test_changed_image_is_refused_on_load_and_reencoded_alone(tmp_path: Path, cl
     assert any("1 image(s) changed on disk" in n and "'c'" in n for n in notes), notes
     fresh = tmp_path / "fresh"
     encode_to_cache(model, now, IDS, fresh, **KW)
-    assert _snapshot(out) == _snapshot(fresh)  # as if built from today's images
+    assert snapshot(out) == snapshot(fresh)  # as if built from today's images
     load_cache(out, images=lambda j: now[j])
 
 

@@ -18,6 +18,7 @@ from sam_batch import cache_files
 from sam_batch.atomic_io import DiskFullError
 from sam_batch.cache import CacheError, encode_to_cache, find_damage, load_cache
 from references.sam_fixtures import TINY_CONFIG, synthetic_images, tiny_model
+from tests.folders import copy_folder
 
 SIZE = 128
 FP = "random:sam2.1_hiera_t:0:128"
@@ -43,9 +44,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory, model, images) -> Path:
 
 
 def _copy(clean: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "cache"
-    shutil.copytree(clean, out)
-    return out
+    return copy_folder(clean, tmp_path, "cache")
 
 
 def _row_offset(f: Path, row: int) -> int:

@@ -19,6 +19,7 @@ from ppo.factory import DeviceError, resolve_device
 from ppo.run_dir import RunFolderError, RunLock, RunLockedError, check_new_run, run_files
 from ppo.train import Trainer
 from sam_batch.atomic_io import DiskFullError
+from tests.folders import copy_folder, snapshot
 from tests.test_seeds import TINY_FLAGS
 from tests.test_train import tiny
 
@@ -34,13 +35,7 @@ def finished(tmp_path_factory):
 
 
 def copy_run(finished: Path, tmp_path: Path) -> Path:
-    run = tmp_path / "tiny"
-    shutil.copytree(finished, run)
-    return run
-
-
-def snapshot(run: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    return copy_folder(finished, tmp_path, "tiny")
 
 
 # ---- a folder holding a run ------------------------------------------------------------------
