@@ -43,8 +43,8 @@ def setting_names() -> list[str]:
 
 def _dataset(dataset: Any, split: str, images: int | None, image_size: int,
              frame_cache: Any = None, progress: bool = False) -> SegDataset:
-    explicit_cache = frame_cache is not None and not (isinstance(frame_cache, str)
-                                                      and frame_cache == "auto")
+    auto = isinstance(frame_cache, str) and frame_cache == "auto"
+    explicit_cache = frame_cache is not None and not auto
     if isinstance(dataset, SegDataset):
         if images is not None:
             raise TypeError("images= sets how many synthetic frames to render; a SegDataset "
@@ -58,10 +58,9 @@ def _dataset(dataset: Any, split: str, images: int | None, image_size: int,
                         f"image/mask folder) or a SegDataset, got {type(dataset).__name__}.")
     if is_synthetic(dataset):
         count = DataConfig().train_images if images is None else images
-        if isinstance(frame_cache, str) and frame_cache == "auto":
-            frame_cache = default_frame_cache()
         return load_dataset(dataset, split=split, size=image_size, count=count,
-                            frame_cache=frame_cache, progress=progress)
+                            frame_cache=default_frame_cache() if auto else frame_cache,
+                            progress=progress)
     if images is not None:
         raise TypeError(f"images={images} applies to synthetic data only; {dataset!r} is a "
                         f"folder (all of the split's images are used).")
